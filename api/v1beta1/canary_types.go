@@ -1,0 +1,387 @@
+package v1beta1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// CanarySpec says which Deployment to guard and how to analyse a new revision of it.
+type CanarySpec struct {
+	// Provider is the service mesh; only "kuma" is served. Kept for Flagger compatibility.
+	// +optional
+	// +kubebuilder:validation:Enum=kuma;""
+	Provider string `json:"provider,omitempty"`
+
+	// MetricsServer overrides the Prometheus address of the builtin metrics for this Canary.
+	// +optional
+	MetricsServer string `json:"metricsServer,omitempty"`
+
+	// TargetRef is the Deployment to guard. It must be in the Canary's namespace.
+	TargetRef LocalObjectReference `json:"targetRef"`
+
+	// ProgressDeadlineSeconds is how long the canary may take to become ready before the
+	// rollout is rolled back. Default 600.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
+
+	// Service describes the apex, primary and canary Services coalmine owns.
+	Service CanaryService `json:"service"`
+
+	// SkipAnalysis promotes a new revision without running the analysis.
+	// +optional
+	SkipAnalysis bool `json:"skipAnalysis,omitempty"`
+
+	// Suspend stops the progression where it is; nothing is routed or rolled back.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// Analysis is the schedule, steps and metrics of a rollout.
+	// +optional
+	Analysis *CanaryAnalysis `json:"analysis,omitempty"`
+}
+
+// LocalObjectReference names an object in the Canary's namespace.
+type LocalObjectReference struct {
+	// APIVersion of the referent, apps/v1.
+	// +optional
+	APIVersion string `json:"apiVersion,omitempty"`
+
+	// Kind of the referent; only Deployment is served.
+	// +optional
+	Kind string `json:"kind,omitempty"`
+
+	// Name of the referent.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// CanaryService is the Service set coalmine creates: <name>, <name>-primary, <name>-canary.
+type CanaryService struct {
+	// Name of the apex Service; defaults to the target's name.
+	// +optional
+	Name string `json:"name,omitempty"`
+
+	// Port is the ClusterIP port of all three Services.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// TargetPort is the container port, by name or number; defaults to Port.
+	// +optional
+	TargetPort intstr.IntOrString `json:"targetPort,omitempty"`
+
+	// PortName is the name of the Service port, http (default) or grpc.
+	// +optional
+	PortName string `json:"portName,omitempty"`
+
+	// AppProtocol of the Service port.
+	// +optional
+	AppProtocol string `json:"appProtocol,omitempty"`
+
+	// Apex holds extra metadata of the apex Service.
+	// +optional
+	Apex *CustomMetadata `json:"apex,omitempty"`
+
+	// Primary holds extra metadata of the primary Service.
+	// +optional
+	Primary *CustomMetadata `json:"primary,omitempty"`
+
+	// Canary holds extra metadata of the canary Service.
+	// +optional
+	Canary *CustomMetadata `json:"canary,omitempty"`
+}
+
+// CustomMetadata is extra labels and annotations for a generated object.
+type CustomMetadata struct {
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// CanaryAnalysis is the schedule and the checks of a rollout.
+type CanaryAnalysis struct {
+	// Interval between two steps, a Go duration; default 60s.
+	// +optional
+	Interval string `json:"interval,omitempty"`
+
+	// Iterations is accepted for Flagger compatibility (blue/green); coalmine rejects it
+	// because the Kuma provider only does weighted canaries.
+	// +optional
+	Iterations int `json:"iterations,omitempty"`
+
+	// Threshold is the number of failed checks that triggers a rollback; default 5.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Threshold int `json:"threshold,omitempty"`
+
+	// MaxWeight is the highest canary weight, in percent, before promotion; default 50.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MaxWeight int `json:"maxWeight,omitempty"`
+
+	// StepWeight is the weight added at each step, in percent; default 10.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	StepWeight int `json:"stepWeight,omitempty"`
+
+	// StepWeights are explicit weights, increasing; they win over StepWeight.
+	// +optional
+	StepWeights []int `json:"stepWeights,omitempty"`
+
+	// StepWeightPromotion is the weight moved back to primary per interval at promotion;
+	// zero moves it all at once.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	StepWeightPromotion int `json:"stepWeightPromotion,omitempty"`
+
+	// CanaryReadyThreshold is the percentage of canary replicas that must be available; default 100.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	CanaryReadyThreshold *int `json:"canaryReadyThreshold,omitempty"`
+
+	// PrimaryReadyThreshold is the percentage of target replicas that must be available
+	// after promotion; default 100.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	PrimaryReadyThreshold *int `json:"primaryReadyThreshold,omitempty"`
+
+	// Metrics are the checks run at every interval.
+	// +optional
+	Metrics []CanaryMetric `json:"metrics,omitempty"`
+
+	// Webhooks are called at rollout hooks, as Flagger does.
+	// +optional
+	Webhooks []CanaryWebhook `json:"webhooks,omitempty"`
+}
+
+// CanaryMetric is one check of the analysis.
+type CanaryMetric struct {
+	// Name is a builtin (request-success-rate, request-duration) or any name with a TemplateRef.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+
+	// Interval is the range of the query, a Go duration; default 1m.
+	// +optional
+	Interval string `json:"interval,omitempty"`
+
+	// Threshold: a builtin success rate fails below it (percent), a duration above it (ms);
+	// a template metric fails above it.
+	// +optional
+	Threshold float64 `json:"threshold,omitempty"`
+
+	// ThresholdRange overrides Threshold with an accepted [min, max].
+	// +optional
+	ThresholdRange *CanaryThresholdRange `json:"thresholdRange,omitempty"`
+
+	// TemplateRef points at a MetricTemplate.
+	// +optional
+	TemplateRef *CrossNamespaceObjectReference `json:"templateRef,omitempty"`
+
+	// TemplateVariables are extra values for the template, as {{ variables.key }}.
+	// +optional
+	TemplateVariables map[string]string `json:"templateVariables,omitempty"`
+
+	// OnNoData says what an empty or NaN result means: fail (default, as Flagger) or skip.
+	// +optional
+	// +kubebuilder:validation:Enum=fail;skip
+	OnNoData NoDataPolicy `json:"onNoData,omitempty"`
+}
+
+// NoDataPolicy is what an empty query result counts as.
+type NoDataPolicy string
+
+const (
+	// NoDataFail counts an empty or NaN result as a failed check.
+	NoDataFail NoDataPolicy = "fail"
+	// NoDataSkip ignores an empty or NaN result: neither passed nor failed.
+	NoDataSkip NoDataPolicy = "skip"
+)
+
+// CanaryThresholdRange is an accepted value range; either bound may be left open.
+type CanaryThresholdRange struct {
+	// +optional
+	Min *float64 `json:"min,omitempty"`
+	// +optional
+	Max *float64 `json:"max,omitempty"`
+}
+
+// CrossNamespaceObjectReference names an object, by default in the referrer's namespace.
+type CrossNamespaceObjectReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// HookType is when a webhook is called.
+// +kubebuilder:validation:Enum=pre-rollout;rollout;post-rollout;rollback;event;confirm-rollout;confirm-promotion
+type HookType string
+
+const (
+	PreRolloutHook       HookType = "pre-rollout"
+	RolloutHook          HookType = "rollout"
+	PostRolloutHook      HookType = "post-rollout"
+	RollbackHook         HookType = "rollback"
+	EventHook            HookType = "event"
+	ConfirmRolloutHook   HookType = "confirm-rollout"
+	ConfirmPromotionHook HookType = "confirm-promotion"
+)
+
+// CanaryWebhook is an HTTP call made during the rollout (Flagger's webhooks).
+type CanaryWebhook struct {
+	// Type is when it is called; default rollout.
+	// +optional
+	Type HookType `json:"type,omitempty"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// URL receives a POST with the Canary's name, namespace, phase and Metadata.
+	// +kubebuilder:validation:MinLength=1
+	URL string `json:"url"`
+	// Timeout, a Go duration; default 10s.
+	// +optional
+	Timeout string `json:"timeout,omitempty"`
+	// +optional
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// +optional
+	MuteAlert bool `json:"muteAlert,omitempty"`
+	// +optional
+	Retries int `json:"retries,omitempty"`
+}
+
+// CanaryPhase is where a rollout is; the names are Flagger's.
+// +kubebuilder:validation:Enum="";Initializing;Initialized;Waiting;Progressing;Promoting;Finalising;Succeeded;Failed;Terminating
+type CanaryPhase string
+
+const (
+	PhaseInitializing CanaryPhase = "Initializing"
+	PhaseInitialized  CanaryPhase = "Initialized"
+	PhaseWaiting      CanaryPhase = "Waiting"
+	PhaseProgressing  CanaryPhase = "Progressing"
+	PhasePromoting    CanaryPhase = "Promoting"
+	PhaseFinalising   CanaryPhase = "Finalising"
+	PhaseSucceeded    CanaryPhase = "Succeeded"
+	PhaseFailed       CanaryPhase = "Failed"
+	PhaseTerminating  CanaryPhase = "Terminating"
+)
+
+// MetricOutcome is the result of one check.
+// +kubebuilder:validation:Enum=Passed;Failed;NoData;Error;Skipped
+type MetricOutcome string
+
+const (
+	// MetricPassed: the value is within the threshold.
+	MetricPassed MetricOutcome = "Passed"
+	// MetricFailed: the value is outside the threshold.
+	MetricFailed MetricOutcome = "Failed"
+	// MetricNoData: the query returned nothing or NaN (no traffic yet).
+	MetricNoData MetricOutcome = "NoData"
+	// MetricError: the query could not be run (server down, bad query, auth).
+	MetricError MetricOutcome = "Error"
+	// MetricSkipped: no data and onNoData is skip.
+	MetricSkipped MetricOutcome = "Skipped"
+)
+
+// MetricStatus is the last result of one metric.
+type MetricStatus struct {
+	Name string `json:"name"`
+	// Value as Prometheus printed it; empty when there was none.
+	// +optional
+	Value string `json:"value,omitempty"`
+	// +optional
+	Outcome MetricOutcome `json:"outcome,omitempty"`
+	// Message explains a failed, missing or errored check.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// +optional
+	LastCheckTime *metav1.Time `json:"lastCheckTime,omitempty"`
+}
+
+// CanaryStatus is the whole state of a rollout: a restarted controller resumes from it.
+type CanaryStatus struct {
+	// +optional
+	Phase CanaryPhase `json:"phase,omitempty"`
+	// ObservedGeneration is the Canary generation the status was written for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// CanaryWeight is the percentage of traffic routed to the canary.
+	// +optional
+	CanaryWeight int `json:"canaryWeight"`
+	// FailedChecks counts failed checks of the current revision.
+	// +optional
+	FailedChecks int `json:"failedChecks"`
+	// Iterations counts analysis rounds of the current revision.
+	// +optional
+	Iterations int `json:"iterations"`
+	// StableRevision is the template revision serving primary traffic.
+	// +optional
+	StableRevision string `json:"stableRevision,omitempty"`
+	// CanaryRevision is the template revision under analysis.
+	// +optional
+	CanaryRevision string `json:"canaryRevision,omitempty"`
+	// LastPromotedRevision is the last revision that reached Succeeded.
+	// +optional
+	LastPromotedRevision string `json:"lastPromotedRevision,omitempty"`
+	// FailedRevision is the last revision rolled back; it is not tried again until it changes.
+	// +optional
+	FailedRevision string `json:"failedRevision,omitempty"`
+	// LastTransitionTime is when the phase last changed.
+	// +optional
+	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
+	// LastStepTime is when the weight last moved or the analysis last ran.
+	// +optional
+	LastStepTime *metav1.Time `json:"lastStepTime,omitempty"`
+	// ProgressStartTime is when the current wait for readiness began.
+	// +optional
+	ProgressStartTime *metav1.Time `json:"progressStartTime,omitempty"`
+	// Message says why the phase is what it is, e.g. the metric that failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Metrics holds the last result of every metric.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Metrics []MetricStatus `json:"metrics,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Canary guards a Deployment: each new pod-template revision is analysed on a weighted
+// canary before it rolls.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=all
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Weight",type=integer,JSONPath=`.status.canaryWeight`
+// +kubebuilder:printcolumn:name="FailedChecks",type=integer,JSONPath=`.status.failedChecks`
+// +kubebuilder:printcolumn:name="Revision",type=string,JSONPath=`.status.canaryRevision`
+// +kubebuilder:printcolumn:name="LastTransition",type=date,JSONPath=`.status.lastTransitionTime`
+type Canary struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   CanarySpec   `json:"spec"`
+	Status CanaryStatus `json:"status,omitempty"`
+}
+
+// CanaryList is a list of Canaries.
+//
+// +kubebuilder:object:root=true
+type CanaryList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Canary `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Canary{}, &CanaryList{})
+}

@@ -1,0 +1,126 @@
+package v1beta1
+
+import "time"
+
+// Defaults that apply when a field is left empty. Flagger's where Flagger has one.
+const (
+	DefaultInterval                = time.Minute
+	DefaultMetricInterval          = time.Minute
+	DefaultThreshold               = 5
+	DefaultMaxWeight               = 50
+	DefaultStepWeight              = 10
+	DefaultReadyThreshold          = 100
+	DefaultProgressDeadlineSeconds = 600
+	DefaultWebhookTimeout          = 10 * time.Second
+	DefaultPortName                = "http"
+)
+
+// ApexName is the apex Service name: spec.service.name, else the target's name.
+func (c *Canary) ApexName() string {
+	if c.Spec.Service.Name != "" {
+		return c.Spec.Service.Name
+	}
+	return c.Spec.TargetRef.Name
+}
+
+// PrimaryName is the Service that always selects the stable pods.
+func (c *Canary) PrimaryName() string { return c.ApexName() + PrimarySuffix }
+
+// CanaryName is the Service and Deployment of the revision under analysis.
+func (c *Canary) CanaryName() string { return c.ApexName() + CanarySuffix }
+
+// CanaryDeploymentName is the Deployment created from the new template.
+func (c *Canary) CanaryDeploymentName() string { return c.Spec.TargetRef.Name + CanarySuffix }
+
+// AnalysisInterval is analysis.interval parsed, or the default. Validation rejects a
+// malformed value, so a parse error here falls back to the default.
+func (c *Canary) AnalysisInterval() time.Duration {
+	if a := c.Spec.Analysis; a != nil && a.Interval != "" {
+		if d, err := time.ParseDuration(a.Interval); err == nil && d > 0 {
+			return d
+		}
+	}
+	return DefaultInterval
+}
+
+// Threshold is analysis.threshold or the default.
+func (c *Canary) Threshold() int {
+	if a := c.Spec.Analysis; a != nil && a.Threshold > 0 {
+		return a.Threshold
+	}
+	return DefaultThreshold
+}
+
+// MaxWeight is analysis.maxWeight or the default (the last stepWeights entry wins).
+func (c *Canary) MaxWeight() int {
+	a := c.Spec.Analysis
+	if a == nil {
+		return DefaultMaxWeight
+	}
+	if len(a.StepWeights) > 0 {
+		return a.StepWeights[len(a.StepWeights)-1]
+	}
+	if a.MaxWeight > 0 {
+		return a.MaxWeight
+	}
+	return DefaultMaxWeight
+}
+
+// Steps is the canary weight sequence: stepWeights, or stepWeight up to maxWeight.
+func (c *Canary) Steps() []int {
+	a := c.Spec.Analysis
+	if a != nil && len(a.StepWeights) > 0 {
+		return append([]int(nil), a.StepWeights...)
+	}
+	step, max := DefaultStepWeight, c.MaxWeight()
+	if a != nil && a.StepWeight > 0 {
+		step = a.StepWeight
+	}
+	var out []int
+	for w := step; w < max; w += step {
+		out = append(out, w)
+	}
+	return append(out, max)
+}
+
+// CanaryReadyThreshold is analysis.canaryReadyThreshold or 100.
+func (c *Canary) CanaryReadyThreshold() int {
+	if a := c.Spec.Analysis; a != nil && a.CanaryReadyThreshold != nil {
+		return *a.CanaryReadyThreshold
+	}
+	return DefaultReadyThreshold
+}
+
+// PrimaryReadyThreshold is analysis.primaryReadyThreshold or 100.
+func (c *Canary) PrimaryReadyThreshold() int {
+	if a := c.Spec.Analysis; a != nil && a.PrimaryReadyThreshold != nil {
+		return *a.PrimaryReadyThreshold
+	}
+	return DefaultReadyThreshold
+}
+
+// ProgressDeadline is progressDeadlineSeconds or the default.
+func (c *Canary) ProgressDeadline() time.Duration {
+	if p := c.Spec.ProgressDeadlineSeconds; p != nil && *p > 0 {
+		return time.Duration(*p) * time.Second
+	}
+	return DefaultProgressDeadlineSeconds * time.Second
+}
+
+// PortName is service.portName or http.
+func (c *Canary) PortName() string {
+	if c.Spec.Service.PortName != "" {
+		return c.Spec.Service.PortName
+	}
+	return DefaultPortName
+}
+
+// Interval of a metric, or the default.
+func (m *CanaryMetric) IntervalOrDefault() time.Duration {
+	if m.Interval != "" {
+		if d, err := time.ParseDuration(m.Interval); err == nil && d > 0 {
+			return d
+		}
+	}
+	return DefaultMetricInterval
+}
