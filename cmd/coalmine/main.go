@@ -1,10 +1,33 @@
+// Command coalmine is the admission webhook and progression loop that turns Deployment
+// updates in a Kuma mesh namespace into metrics-gated canary rollouts.
 package main
 
 import (
-	_ "github.com/coalmine-dev/coalmine/api/v1beta1"
-	_ "github.com/prometheus/client_golang/api"
-	_ "github.com/prometheus/prometheus/promql/parser"
-	_ "sigs.k8s.io/controller-runtime"
+	"flag"
+	"fmt"
+	"os"
+
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
 )
 
-func main() {}
+func main() {
+	var opts app.Options
+	fs := flag.NewFlagSet("coalmine", flag.ExitOnError)
+	opts.BindFlags(fs)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	_ = fs.Parse(os.Args[1:])
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if err := opts.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "coalmine: invalid options:\n%v\n", err)
+		os.Exit(2)
+	}
+	if err := app.Run(ctrl.SetupSignalHandler(), opts); err != nil {
+		fmt.Fprintf(os.Stderr, "coalmine: %v\n", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,60 @@
+# coalmine — the front door. `make demo` and `make test` are the two commands a new user needs.
+SHELL := /usr/bin/env bash
+GO ?= go
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+# e2e scenarios build on a shared sandbox; the bound is generous for a 2-core machine.
+TEST_TIMEOUT ?= 45m
+ARGS ?=
+
+.PHONY: all build test unit e2e demo manifests verify-manifests sandbox bench lint help
+
+all: build
+
+help:
+	@echo "make demo       run the seed story on a local sandbox (first run builds it: ~10-15 min)"
+	@echo "make test       lint, generated-file check, unit tests and e2e scenarios on the sandbox"
+	@echo "make build      build bin/coalmine"
+	@echo "make manifests  regenerate deepcopy, CRDs and RBAC from the API markers"
+	@echo "make sandbox    build (or reuse) the sandbox binaries"
+	@echo "make bench      run the benchmarks (they report, never fail on timing)"
+	@echo "make lint       gofmt + go vet"
+
+build:
+	$(GO) build -o bin/coalmine ./cmd/coalmine
+
+manifests:
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths=./api/... output:crd:artifacts:config=manifests/crd
+	$(CONTROLLER_GEN) rbac:roleName=coalmine paths=./rollout/... paths=./certs/... output:rbac:artifacts:config=manifests/rbac
+	@if [ -d manifests/helm/coalmine/crds ]; then cp manifests/crd/*.yaml manifests/helm/coalmine/crds/; fi
+
+# Regenerates into the tree and fails if anything changed: generated files are committed.
+verify-manifests: manifests
+	@if [ -n "$$(git status --porcelain -- api manifests)" ]; then \
+		echo "generated files are stale; run 'make manifests' and commit:"; \
+		git status --porcelain -- api manifests; git --no-pager diff --stat -- api manifests; exit 1; \
+	fi
+
+sandbox:
+	$(GO) run ./sandbox/cmd/sandbox build
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -short ./...
+
+e2e: sandbox
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./e2e/...
+
+test: lint verify-manifests sandbox
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd e2e/kumajudge && $(GO) test -count=1 ./...
+
+demo:
+	$(GO) run ./cmd/coalmine demo $(ARGS)
+
+bench: sandbox
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./webhook/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
