@@ -7,13 +7,19 @@ import (
 	"fmt"
 	"os"
 
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
+	"github.com/coalmine-dev/coalmine/cmd/coalmine/demo"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "demo" {
+		ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+		os.Exit(demo.Main(ctrl.SetupSignalHandler(), os.Args[2:]))
+	}
 	var opts app.Options
 	fs := flag.NewFlagSet("coalmine", flag.ExitOnError)
 	opts.BindFlags(fs)

@@ -1,0 +1,216 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
+
+	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
+	"github.com/coalmine-dev/coalmine/manifests"
+	"github.com/coalmine-dev/coalmine/sandbox"
+	"github.com/coalmine-dev/coalmine/webhook"
+)
+
+// Coalmine's identity on the sandbox: the ServiceAccount the shipped manifests create.
+const (
+	Namespace      = "coalmine-system"
+	ServiceAccount = "coalmine"
+	Username       = "system:serviceaccount:" + Namespace + ":" + ServiceAccount
+)
+
+// Instance is coalmine running in this process against a sandbox.
+type Instance struct {
+	Options app.Options
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// Install puts what the shipped manifests would create into the sandbox: the namespace,
+// ServiceAccount, RBAC and webhook configurations (the sandbox overlay: a loopback URL
+// instead of the in-cluster Service; rules, selectors and policies unchanged).
+func Install(ctx context.Context, sb *sandbox.Sandbox, webhookPort int) error {
+	c, err := client.New(sb.Config, client.Options{Scheme: app.NewScheme()})
+	if err != nil {
+		return fmt.Errorf("create sandbox client: %w", err)
+	}
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccount, Namespace: Namespace}},
+	}
+	rbacObjs, err := decodeAll(manifests.RBAC)
+	if err != nil {
+		return fmt.Errorf("decode shipped RBAC: %w", err)
+	}
+	objs = append(objs, rbacObjs...)
+	objs = append(objs, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "coalmine"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "coalmine"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ServiceAccount, Namespace: Namespace}},
+	})
+	hooks, err := webhook.SandboxConfigurations(manifests.WebhookConfigurations, "https://127.0.0.1:"+strconv.Itoa(webhookPort), nil)
+	if err != nil {
+		return fmt.Errorf("render sandbox webhook configurations: %w", err)
+	}
+	objs = append(objs, hooks...)
+	for _, o := range objs {
+		if err := apply(ctx, c, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartCoalmine runs coalmine in this process under its ServiceAccount identity
+// (impersonation), and waits until it is ready: certificate served and injected.
+func StartCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mutate func(*app.Options)) (*Instance, error) {
+	healthPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	certDir := filepath.Join(sb.Dir, "coalmine-certs")
+	o := app.Options{
+		RESTConfig:             sb.Impersonate(Username, "system:serviceaccounts", "system:serviceaccounts:"+Namespace, "system:authenticated"),
+		MetricsBindAddress:     "0",
+		HealthProbeBindAddress: "127.0.0.1:" + strconv.Itoa(healthPort),
+		LeaderElect:            true,
+		LeaderElectionID:       "coalmine.coalmine.dev",
+		WebhookHost:            "127.0.0.1",
+		WebhookPort:            webhookPort,
+		CertDir:                certDir,
+		CertMode:               app.CertModeSelfManaged,
+		CertIPs:                []string{"127.0.0.1"},
+		Namespace:              Namespace,
+		MetricsServer:          sb.PrometheusURL,
+		RouteKind:              "TrafficRoute",
+		KubeAPIQPS:             200,
+		KubeAPIBurst:           400,
+		SyncPeriod:             time.Hour,
+	}
+	if mutate != nil {
+		mutate(&o)
+	}
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("coalmine options: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	in := &Instance{Options: o, cancel: cancel, done: make(chan error, 1)}
+	go func() { in.done <- app.Run(runCtx, o) }()
+
+	readyz := "http://" + o.HealthProbeBindAddress + "/readyz"
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-in.done:
+			return false, fmt.Errorf("coalmine stopped while starting: %w", err)
+		default:
+		}
+		resp, err := http.Get(readyz)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		in.Stop()
+		return nil, fmt.Errorf("wait for coalmine to be ready: %w", err)
+	}
+	log.FromContext(ctx).Info("coalmine ready", "webhook", o.WebhookPort)
+	return in, nil
+}
+
+// Stop cancels coalmine and waits for it to return.
+func (in *Instance) Stop() error {
+	in.cancel()
+	select {
+	case err := <-in.done:
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("coalmine did not stop within 30s")
+	}
+}
+
+// FreePort asks the kernel for an unused loopback port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func decodeAll(data []byte) ([]client.Object, error) {
+	var out []client.Object
+	for _, doc := range splitYAML(data) {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
+			return nil, err
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// apply server-side applies what the shipped manifests would install.
+func apply(ctx context.Context, c client.Client, o client.Object) error {
+	return applyAs(ctx, c, o, "coalmine-install")
+}
+
+// applyAs server-side applies o with a field manager, as kubectl apply --server-side and
+// Flux do, forcing ownership of the fields it sets.
+func applyAs(ctx context.Context, c client.Client, o client.Object, manager string) error {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			return fmt.Errorf("convert %s: %w", o.GetName(), err)
+		}
+		u = &unstructured.Unstructured{Object: m}
+		gvk, err := apiutil.GVKForObject(o, c.Scheme())
+		if err != nil {
+			return fmt.Errorf("find kind of %s: %w", o.GetName(), err)
+		}
+		u.SetGroupVersionKind(gvk)
+	}
+	u.SetManagedFields(nil)
+	u.SetResourceVersion("")
+	if err := c.Patch(ctx, u, client.Apply, client.FieldOwner(manager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply %s %s: %w", u.GetKind(), u.GetName(), err)
+	}
+	return nil
+}
+
+// splitYAML cuts a multi-document YAML stream into documents.
+func splitYAML(data []byte) [][]byte {
+	var out [][]byte
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(data), -1) {
+		if strings.TrimSpace(doc) != "" {
+			out = append(out, []byte(doc))
+		}
+	}
+	return out
+}

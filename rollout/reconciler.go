@@ -1,0 +1,252 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/analysis"
+	"github.com/coalmine-dev/coalmine/rollout/router"
+)
+
+// IndexTargetName indexes Canaries by spec.targetRef.name, so a Deployment event finds the
+// Canary that guards it.
+const IndexTargetName = "spec.targetRef.name"
+
+// TargetNameIndex is the extractor of IndexTargetName; tests register it on a fake client.
+func TargetNameIndex(obj client.Object) []string {
+	c, ok := obj.(*v1beta1.Canary)
+	if !ok || c.Spec.TargetRef.Name == "" {
+		return nil
+	}
+	return []string{c.Spec.TargetRef.Name}
+}
+
+// Reconciler runs the canary rollouts of all Canaries.
+type Reconciler struct {
+	// Client reads from the manager's cache and writes as coalmine's ServiceAccount.
+	Client client.Client
+	// Recorder emits events.k8s.io Events on the Canary (mgr.GetEventRecorder).
+	Recorder events.EventRecorder
+	// Clock is the time source of every interval and deadline; nil is the real clock.
+	Clock clock.PassiveClock
+	// Analyzer runs a Canary's metric checks.
+	Analyzer analysis.Analyzer
+	// Routers by route kind (v1beta1.RouteKindTrafficRoute, v1beta1.RouteKindMeshHTTPRoute).
+	Routers map[string]router.Router
+	// DefaultRouteKind is used when a Canary has no coalmine.dev/route-kind annotation.
+	DefaultRouteKind string
+}
+
+// SetupWithManager registers the reconciler and its watches: Canaries; Deployments (a
+// target maps to its Canary through IndexTargetName, a canary Deployment through its owner
+// reference); Services and Namespaces (to any Canary of their namespace: Services for
+// adoption and bare-Service reports, Namespaces for the kuma.io/mesh annotation); and the
+// routes of the configured kinds whose CRDs this cluster serves, so a route edited or
+// deleted by hand is seen.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1beta1.Canary{}, IndexTargetName, TargetNameIndex); err != nil {
+		return fmt.Errorf("index canaries by %s: %w", IndexTargetName, err)
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("canary").
+		For(&v1beta1.Canary{}).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfDeployment)).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.canariesInNamespace)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfNamespace))
+	for kind := range r.Routers {
+		gvk := router.GroupVersion.WithKind(kind)
+		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			// The routes live in another cluster (--mesh-kubeconfig) or Kuma is not
+			// installed here: nothing to watch, the loop still writes through its router.
+			mgr.GetLogger().Info("not watching routes: kind not served by this cluster", "kind", kind, "reason", err.Error())
+			continue
+		}
+		route := &metav1.PartialObjectMetadata{}
+		route.SetGroupVersionKind(gvk)
+		b = b.WatchesMetadata(route, handler.EnqueueRequestsFromMapFunc(canaryOfRoute))
+	}
+	return b.Complete(r)
+}
+
+// canariesOfDeployment maps a canary Deployment to its owning Canary and a target
+// Deployment to the Canaries that name it.
+func (r *Reconciler) canariesOfDeployment(ctx context.Context, obj client.Object) []reconcile.Request {
+	var out []reconcile.Request
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
+		out = append(out, request(obj.GetNamespace(), ref.Name))
+	}
+	var list v1beta1.CanaryList
+	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTargetName: obj.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list canaries of deployment", "deployment", obj.GetName())
+		return out
+	}
+	for _, c := range list.Items {
+		out = append(out, request(c.Namespace, c.Name))
+	}
+	return out
+}
+
+func (r *Reconciler) canariesInNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.listRequests(ctx, obj.GetNamespace())
+}
+
+func (r *Reconciler) canariesOfNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.listRequests(ctx, obj.GetName())
+}
+
+func (r *Reconciler) listRequests(ctx context.Context, namespace string) []reconcile.Request {
+	var list v1beta1.CanaryList
+	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+		log.FromContext(ctx).Error(err, "list canaries", "namespace", namespace)
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, c := range list.Items {
+		out = append(out, request(c.Namespace, c.Name))
+	}
+	return out
+}
+
+// canaryOfRoute maps a route to its Canary through the labels every router writes.
+func canaryOfRoute(_ context.Context, obj client.Object) []reconcile.Request {
+	l := obj.GetLabels()
+	name, ns := l[router.LabelCanaryName], l[router.LabelCanaryNamespace]
+	if name == "" || ns == "" {
+		return nil
+	}
+	return []reconcile.Request{request(ns, name)}
+}
+
+func request(namespace, name string) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}
+}
+
+// Reconcile moves one Canary one step further. Each pass reads everything from the cache,
+// does at most the writes its step needs, and writes the status once if it changed. Events
+// and metrics follow a successful status write, so a pass that lost a conflict against a
+// fresher one leaves no trace.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	c := &v1beta1.Canary{}
+	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetMetrics(req.Namespace, req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get canary: %w", err)
+	}
+	x := r.newPass(c)
+	ctx = log.IntoContext(ctx, logger.WithValues("phase", c.Status.Phase))
+
+	var err error
+	switch {
+	case !c.DeletionTimestamp.IsZero():
+		var gone bool
+		gone, err = x.finalize(ctx)
+		if gone {
+			x.emit()
+			forgetMetrics(c.Namespace, c.Name)
+			return ctrl.Result{}, nil
+		}
+	case c.Spec.Suspend:
+		// Suspended: nothing moves, nothing is rolled back. The status says so and the
+		// routes, Deployments and Services stay as they are.
+		x.setCondition(conditionReady, metav1.ConditionTrue, "Suspended", "spec.suspend is set; progression is halted")
+	default:
+		err = x.reconcile(ctx)
+	}
+
+	if apierrors.IsConflict(err) {
+		// A fresher copy of something changed under us (the cache lagged): try again
+		// from the new state without counting it as a failure.
+		logger.V(1).Info("conflict, retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	if err != nil {
+		x.setCondition(conditionReady, metav1.ConditionFalse, "ReconcileError", err.Error())
+	} else if x.notReady == nil && c.DeletionTimestamp.IsZero() && !c.Spec.Suspend {
+		x.setCondition(conditionReady, metav1.ConditionTrue, "Reconciled", "the Services, the route and the target are in place")
+	} else if x.notReady != nil {
+		x.setCondition(conditionReady, metav1.ConditionFalse, x.notReady.reason, x.notReady.message)
+	}
+	if werr := x.writeStatus(ctx); werr != nil {
+		if apierrors.IsConflict(werr) {
+			logger.V(1).Info("status conflict, retrying", "error", werr.Error())
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+		return ctrl.Result{}, errors.Join(err, werr)
+	}
+	x.emit()
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: x.requeue}, nil
+}
+
+// writeStatus writes the working status when it differs from the one read.
+func (x *pass) writeStatus(ctx context.Context) error {
+	x.status.ObservedGeneration = x.canary.Generation
+	if equality.Semantic.DeepEqual(*x.status, x.canary.Status) {
+		return nil
+	}
+	c := x.canary.DeepCopy()
+	c.Status = *x.status
+	if err := x.r.Client.Status().Update(ctx, c); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("update canary status: %w", err)
+	}
+	x.canary.Status = *x.status.DeepCopy()
+	x.canary.ResourceVersion = c.ResourceVersion
+	return nil
+}
+
+// routeKind is the Canary's coalmine.dev/route-kind annotation, else the default.
+func (r *Reconciler) routeKind(c *v1beta1.Canary) string {
+	if k := c.Annotations[v1beta1.AnnotationRouteKind]; k != "" {
+		return k
+	}
+	if r.DefaultRouteKind != "" {
+		return r.DefaultRouteKind
+	}
+	return v1beta1.RouteKindTrafficRoute
+}
+
+// meshName is the Canary's kuma.io/mesh annotation, else its namespace's, else default.
+func (r *Reconciler) meshName(ctx context.Context, c *v1beta1.Canary) (string, error) {
+	if m := c.Annotations[v1beta1.AnnotationMesh]; m != "" {
+		return m, nil
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: c.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return router.DefaultMesh, nil
+		}
+		return "", fmt.Errorf("get namespace %s: %w", c.Namespace, err)
+	}
+	if m := ns.Annotations[v1beta1.AnnotationMesh]; m != "" {
+		return m, nil
+	}
+	return router.DefaultMesh, nil
+}

@@ -1,0 +1,49 @@
+package workload
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Readiness is the outcome of a readiness check.
+type Readiness struct {
+	// Ready: the Deployment's rollout is done and enough replicas are available.
+	Ready bool
+	// Failed: the Deployment controller gave up (ProgressDeadlineExceeded); waiting longer
+	// will not help.
+	Failed bool
+	// Message says what is awaited or why it failed.
+	Message string
+}
+
+// DeploymentReadiness applies Flagger's readiness rule: the controller observed the latest
+// generation, every desired replica runs the current template, no old replica is left, and
+// at least thresholdPercent of the updated replicas (rounded up) are available.
+func DeploymentReadiness(d *appsv1.Deployment, thresholdPercent int) Readiness {
+	st := d.Status
+	if st.ObservedGeneration < d.Generation {
+		return Readiness{Message: fmt.Sprintf("waiting for deployment %s: generation %d not observed yet", d.Name, d.Generation)}
+	}
+	for _, c := range st.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded" {
+			return Readiness{Failed: true, Message: fmt.Sprintf("deployment %s exceeded its progress deadline: %s", d.Name, c.Message)}
+		}
+	}
+	desired := int32(1)
+	if d.Spec.Replicas != nil {
+		desired = *d.Spec.Replicas
+	}
+	if st.UpdatedReplicas < desired {
+		return Readiness{Message: fmt.Sprintf("waiting for deployment %s: %d of %d replicas updated", d.Name, st.UpdatedReplicas, desired)}
+	}
+	if st.Replicas > st.UpdatedReplicas {
+		return Readiness{Message: fmt.Sprintf("waiting for deployment %s: %d old replicas pending termination", d.Name, st.Replicas-st.UpdatedReplicas)}
+	}
+	if int64(st.AvailableReplicas)*100 < int64(st.UpdatedReplicas)*int64(thresholdPercent) {
+		return Readiness{Message: fmt.Sprintf("waiting for deployment %s: %d of %d updated replicas available (ready threshold %d%%)",
+			d.Name, st.AvailableReplicas, st.UpdatedReplicas, thresholdPercent)}
+	}
+	return Readiness{Ready: true, Message: fmt.Sprintf("deployment %s is ready", d.Name)}
+}

@@ -1,0 +1,390 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/common/model"
+	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// CanaryValidator refuses malformed Canaries, naming every offending field at once.
+type CanaryValidator struct{}
+
+var _ admission.Handler = &CanaryValidator{}
+
+// Handle implements admission.Handler.
+func (v *CanaryValidator) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update || req.SubResource != "" {
+		return admission.Allowed("")
+	}
+	var c v1beta1.Canary
+	if err := json.Unmarshal(req.Object.Raw, &c); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode Canary: %w", err))
+	}
+	var errs field.ErrorList
+	if req.Operation == admissionv1.Update {
+		var old v1beta1.Canary
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old Canary: %w", err))
+		}
+		// Finalizer, label and owner changes of an unchanged spec always pass, so that a
+		// Canary created while the webhook was down can still be finalised and deleted.
+		if c.DeletionTimestamp != nil || equality.Semantic.DeepEqual(old.Spec, c.Spec) &&
+			equality.Semantic.DeepEqual(old.Annotations, c.Annotations) {
+			return admission.Allowed("")
+		}
+		errs = ValidateCanaryUpdate(&c, &old)
+	} else {
+		errs = ValidateCanary(&c)
+	}
+	return invalidResponse(v1beta1.GroupVersion.WithKind("Canary").GroupKind(), c.Name, errs)
+}
+
+// invalidResponse allows when errs is empty, else denies with a 422 Invalid status whose
+// causes carry one field path each, the way the apiserver reports its own validation.
+func invalidResponse(gk schema.GroupKind, name string, errs field.ErrorList) admission.Response {
+	if len(errs) == 0 {
+		return admission.Allowed("")
+	}
+	status := apierrors.NewInvalid(gk, name, errs).ErrStatus
+	resp := admission.ValidationResponse(false, "")
+	resp.Result = &status
+	return resp
+}
+
+// ValidateCanaryUpdate is ValidateCanary plus the rules of a change: the target may not
+// move to another Deployment (the old one would stay paused and managed; deleting the
+// Canary releases it through the finalizer).
+func ValidateCanaryUpdate(c, old *v1beta1.Canary) field.ErrorList {
+	errs := ValidateCanary(c)
+	p := field.NewPath("spec", "targetRef")
+	if c.Spec.TargetRef.Name != old.Spec.TargetRef.Name {
+		errs = append(errs, field.Invalid(p.Child("name"), c.Spec.TargetRef.Name,
+			fmt.Sprintf("is immutable (was %q): delete the Canary, which releases Deployment %s, and create one for the other Deployment", old.Spec.TargetRef.Name, old.Spec.TargetRef.Name)))
+	}
+	return errs
+}
+
+// ValidateCanary checks the rules of DESIGN §3 on a Canary; every error names its field.
+func ValidateCanary(c *v1beta1.Canary) field.ErrorList {
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+
+	if k := c.Annotations[v1beta1.AnnotationRouteKind]; k != "" && k != v1beta1.RouteKindTrafficRoute && k != v1beta1.RouteKindMeshHTTPRoute {
+		errs = append(errs, field.NotSupported(field.NewPath("metadata", "annotations").Key(v1beta1.AnnotationRouteKind), k,
+			[]string{v1beta1.RouteKindTrafficRoute, v1beta1.RouteKindMeshHTTPRoute}))
+	}
+	if p := c.Spec.Provider; p != "" && p != "kuma" {
+		errs = append(errs, field.NotSupported(spec.Child("provider"), p, []string{"kuma"}))
+	}
+	if s := c.Spec.MetricsServer; s != "" {
+		errs = append(errs, validateHTTPURL(spec.Child("metricsServer"), s)...)
+	}
+	errs = append(errs, validateTargetRef(spec.Child("targetRef"), c.Spec.TargetRef)...)
+	if p := c.Spec.ProgressDeadlineSeconds; p != nil && *p < 1 {
+		errs = append(errs, field.Invalid(spec.Child("progressDeadlineSeconds"), *p, "must be at least 1"))
+	}
+	errs = append(errs, validateCanaryService(spec.Child("service"), c)...)
+	if a := c.Spec.Analysis; a != nil {
+		errs = append(errs, validateAnalysis(spec.Child("analysis"), a)...)
+	}
+	return errs
+}
+
+func validateTargetRef(p *field.Path, t v1beta1.LocalObjectReference) field.ErrorList {
+	var errs field.ErrorList
+	if t.Kind != "" && t.Kind != "Deployment" {
+		errs = append(errs, field.NotSupported(p.Child("kind"), t.Kind, []string{"Deployment"}))
+	}
+	if t.APIVersion != "" && t.APIVersion != "apps/v1" {
+		errs = append(errs, field.NotSupported(p.Child("apiVersion"), t.APIVersion, []string{"apps/v1"}))
+	}
+	if t.Name == "" {
+		errs = append(errs, field.Required(p.Child("name"), "the Deployment to guard"))
+	} else {
+		for _, msg := range validation.IsDNS1123Subdomain(t.Name) {
+			errs = append(errs, field.Invalid(p.Child("name"), t.Name, msg))
+		}
+	}
+	return errs
+}
+
+func validateCanaryService(p *field.Path, c *v1beta1.Canary) field.ErrorList {
+	var errs field.ErrorList
+	s := c.Spec.Service
+	switch {
+	case s.Port == 0:
+		errs = append(errs, field.Required(p.Child("port"), "the ClusterIP port of the apex, primary and canary Services"))
+	default:
+		for _, msg := range validation.IsValidPortNum(int(s.Port)) {
+			errs = append(errs, field.Invalid(p.Child("port"), s.Port, msg))
+		}
+	}
+	tp := p.Child("targetPort")
+	switch {
+	case s.TargetPort.Type == intstr.Int && s.TargetPort.IntVal != 0:
+		for _, msg := range validation.IsValidPortNum(int(s.TargetPort.IntVal)) {
+			errs = append(errs, field.Invalid(tp, s.TargetPort.IntVal, msg))
+		}
+	case s.TargetPort.Type == intstr.String && s.TargetPort.StrVal != "":
+		for _, msg := range validation.IsValidPortName(s.TargetPort.StrVal) {
+			errs = append(errs, field.Invalid(tp, s.TargetPort.StrVal, msg))
+		}
+	}
+	if s.PortName != "" {
+		for _, msg := range validation.IsValidPortName(s.PortName) {
+			errs = append(errs, field.Invalid(p.Child("portName"), s.PortName, msg))
+		}
+	}
+	// The Service names derive from service.name or the target's name; the longest one
+	// must still be a Service name.
+	if apex := c.ApexName(); apex != "" {
+		np := p.Child("name")
+		if s.Name == "" {
+			np = field.NewPath("spec", "targetRef", "name")
+		}
+		if msgs := validation.IsDNS1035Label(c.CanaryName()); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(np, apex, fmt.Sprintf(
+				"names the Services %s, %s and %s, which must be DNS-1035 labels: %s", apex, c.PrimaryName(), c.CanaryName(), msgs[0])))
+		}
+	}
+	for _, m := range []struct {
+		name string
+		meta *v1beta1.CustomMetadata
+	}{{"apex", s.Apex}, {"primary", s.Primary}, {"canary", s.Canary}} {
+		if m.meta == nil {
+			continue
+		}
+		mp := p.Child(m.name)
+		errs = append(errs, metav1validation.ValidateLabels(m.meta.Labels, mp.Child("labels"))...)
+		errs = append(errs, apivalidation.ValidateAnnotations(m.meta.Annotations, mp.Child("annotations"))...)
+	}
+	return errs
+}
+
+func validateAnalysis(p *field.Path, a *v1beta1.CanaryAnalysis) field.ErrorList {
+	var errs field.ErrorList
+	if a.Interval != "" {
+		errs = append(errs, validateDuration(p.Child("interval"), a.Interval)...)
+	}
+	if a.Iterations != 0 {
+		errs = append(errs, field.Forbidden(p.Child("iterations"),
+			"coalmine's Kuma provider runs weighted canaries only (stepWeight or stepWeights up to maxWeight); iterations selects Flagger's blue/green or A/B testing, which coalmine does not do. Remove it and set stepWeight and maxWeight"))
+	}
+	if a.Threshold < 0 {
+		errs = append(errs, field.Invalid(p.Child("threshold"), a.Threshold, "must be >= 0 (failed checks before a rollback; 0 means the default, 5)"))
+	}
+	errs = append(errs, validatePercent(p.Child("maxWeight"), a.MaxWeight)...)
+	errs = append(errs, validatePercent(p.Child("stepWeight"), a.StepWeight)...)
+	errs = append(errs, validatePercent(p.Child("stepWeightPromotion"), a.StepWeightPromotion)...)
+	if a.CanaryReadyThreshold != nil {
+		errs = append(errs, validatePercent(p.Child("canaryReadyThreshold"), *a.CanaryReadyThreshold)...)
+	}
+	if a.PrimaryReadyThreshold != nil {
+		errs = append(errs, validatePercent(p.Child("primaryReadyThreshold"), *a.PrimaryReadyThreshold)...)
+	}
+	if len(a.StepWeights) == 0 && a.StepWeight > 0 {
+		switch {
+		case a.MaxWeight > 0 && a.StepWeight > a.MaxWeight:
+			errs = append(errs, field.Invalid(p.Child("stepWeight"), a.StepWeight,
+				fmt.Sprintf("must be <= %s (%d)", p.Child("maxWeight"), a.MaxWeight)))
+		case a.MaxWeight == 0 && a.StepWeight > v1beta1.DefaultMaxWeight:
+			errs = append(errs, field.Invalid(p.Child("stepWeight"), a.StepWeight,
+				fmt.Sprintf("must be <= %s (unset: the default, %d)", p.Child("maxWeight"), v1beta1.DefaultMaxWeight)))
+		}
+	}
+	sw := p.Child("stepWeights")
+	for i, w := range a.StepWeights {
+		switch {
+		case w < 1 || w > 100:
+			errs = append(errs, field.Invalid(sw.Index(i), w, "must be between 1 and 100 (percent)"))
+		case i > 0 && w <= a.StepWeights[i-1]:
+			errs = append(errs, field.Invalid(sw.Index(i), w,
+				fmt.Sprintf("must be greater than %s (%d): weights increase step by step", sw.Index(i-1), a.StepWeights[i-1])))
+		}
+	}
+
+	mp := p.Child("metrics")
+	names := map[string]bool{}
+	for i := range a.Metrics {
+		m := &a.Metrics[i]
+		if m.Name != "" && names[m.Name] {
+			// Status keeps one entry per metric name.
+			errs = append(errs, field.Duplicate(mp.Index(i).Child("name"), m.Name))
+		}
+		names[m.Name] = true
+		errs = append(errs, validateMetric(mp.Index(i), m)...)
+	}
+
+	wp := p.Child("webhooks")
+	for i := range a.Webhooks {
+		errs = append(errs, validateHook(wp.Index(i), &a.Webhooks[i])...)
+	}
+	return errs
+}
+
+func validateMetric(p *field.Path, m *v1beta1.CanaryMetric) field.ErrorList {
+	var errs field.ErrorList
+	builtin := m.TemplateRef == nil && (m.Name == v1beta1.MetricRequestSuccessRate || m.Name == v1beta1.MetricRequestDuration)
+	switch {
+	case m.Name == "":
+		errs = append(errs, field.Required(p.Child("name"), ""))
+	case m.TemplateRef == nil && !builtin:
+		errs = append(errs, field.Invalid(p.Child("name"), m.Name, fmt.Sprintf(
+			"is not a builtin metric (%s, %s): set templateRef to a MetricTemplate to use your own query",
+			v1beta1.MetricRequestSuccessRate, v1beta1.MetricRequestDuration)))
+	}
+	if r := m.TemplateRef; r != nil {
+		rp := p.Child("templateRef")
+		if r.Name == "" {
+			errs = append(errs, field.Required(rp.Child("name"), "the MetricTemplate's name"))
+		}
+		if r.Namespace != "" {
+			for _, msg := range validation.IsDNS1123Label(r.Namespace) {
+				errs = append(errs, field.Invalid(rp.Child("namespace"), r.Namespace, msg))
+			}
+		}
+	}
+	if m.Interval != "" {
+		errs = append(errs, validatePromDuration(p.Child("interval"), m.Interval)...)
+	}
+	switch m.OnNoData {
+	case "", v1beta1.NoDataFail, v1beta1.NoDataSkip:
+	default:
+		errs = append(errs, field.NotSupported(p.Child("onNoData"), m.OnNoData,
+			[]v1beta1.NoDataPolicy{v1beta1.NoDataFail, v1beta1.NoDataSkip}))
+	}
+
+	tp := p.Child("threshold")
+	if r := m.ThresholdRange; r != nil {
+		rp := p.Child("thresholdRange")
+		switch {
+		case r.Min == nil && r.Max == nil:
+			errs = append(errs, field.Required(rp, "set min, max or both"))
+		case r.Min != nil && r.Max != nil && *r.Min > *r.Max:
+			errs = append(errs, field.Invalid(rp.Child("min"), *r.Min, fmt.Sprintf("must be <= %s (%v)", rp.Child("max"), *r.Max)))
+		}
+		if builtin {
+			for _, b := range []struct {
+				name string
+				v    *float64
+			}{{"min", r.Min}, {"max", r.Max}} {
+				if b.v != nil {
+					errs = append(errs, validateBuiltinThreshold(rp.Child(b.name), m.Name, *b.v)...)
+				}
+			}
+		}
+	} else if builtin {
+		if m.Threshold == 0 {
+			errs = append(errs, field.Required(tp, builtinThresholdHint(m.Name)+", or thresholdRange"))
+		} else {
+			errs = append(errs, validateBuiltinThreshold(tp, m.Name, m.Threshold)...)
+		}
+	}
+	return errs
+}
+
+func builtinThresholdHint(metric string) string {
+	if metric == v1beta1.MetricRequestSuccessRate {
+		return "the lowest success rate in percent, e.g. 99"
+	}
+	return "the highest p99 request duration in milliseconds, e.g. 500"
+}
+
+func validateBuiltinThreshold(p *field.Path, metric string, v float64) field.ErrorList {
+	switch {
+	case metric == v1beta1.MetricRequestSuccessRate && (v < 0 || v > 100):
+		return field.ErrorList{field.Invalid(p, v, "must be between 0 and 100: "+metric+" is a percentage")}
+	case metric == v1beta1.MetricRequestDuration && v < 0:
+		return field.ErrorList{field.Invalid(p, v, "must be >= 0: "+metric+" is in milliseconds")}
+	}
+	return nil
+}
+
+var hookTypes = []v1beta1.HookType{
+	v1beta1.PreRolloutHook, v1beta1.RolloutHook, v1beta1.PostRolloutHook, v1beta1.RollbackHook,
+	v1beta1.EventHook, v1beta1.ConfirmRolloutHook, v1beta1.ConfirmPromotionHook,
+}
+
+func validateHook(p *field.Path, h *v1beta1.CanaryWebhook) field.ErrorList {
+	var errs field.ErrorList
+	if h.Type != "" {
+		ok := false
+		for _, t := range hookTypes {
+			ok = ok || h.Type == t
+		}
+		if !ok {
+			errs = append(errs, field.NotSupported(p.Child("type"), h.Type, hookTypes))
+		}
+	}
+	if h.Name == "" {
+		errs = append(errs, field.Required(p.Child("name"), ""))
+	}
+	if h.URL == "" {
+		errs = append(errs, field.Required(p.Child("url"), "the address the hook POSTs to"))
+	} else {
+		errs = append(errs, validateHTTPURL(p.Child("url"), h.URL)...)
+	}
+	if h.Timeout != "" {
+		errs = append(errs, validateDuration(p.Child("timeout"), h.Timeout)...)
+	}
+	if h.Retries < 0 {
+		errs = append(errs, field.Invalid(p.Child("retries"), h.Retries, "must be >= 0"))
+	}
+	return errs
+}
+
+func validatePercent(p *field.Path, v int) field.ErrorList {
+	if v < 0 || v > 100 {
+		return field.ErrorList{field.Invalid(p, v, "must be between 0 and 100 (percent)")}
+	}
+	return nil
+}
+
+// validateDuration accepts a positive Go duration (30s, 1m, 1m30s).
+func validateDuration(p *field.Path, s string) field.ErrorList {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return field.ErrorList{field.Invalid(p, s, "must be a duration such as 30s, 1m or 1m30s")}
+	case d <= 0:
+		return field.ErrorList{field.Invalid(p, s, "must be positive")}
+	}
+	return nil
+}
+
+// validatePromDuration accepts a positive duration that Go and Prometheus both read: a
+// metric interval is both the query range ([{{ interval }}]) and a Go duration.
+func validatePromDuration(p *field.Path, s string) field.ErrorList {
+	if errs := validateDuration(p, s); len(errs) > 0 {
+		return errs
+	}
+	if _, err := model.ParseDuration(s); err != nil {
+		return field.ErrorList{field.Invalid(p, s, "must be a duration PromQL reads as a range too, such as 30s, 1m or 1h30m")}
+	}
+	return nil
+}
+
+func validateHTTPURL(p *field.Path, s string) field.ErrorList {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return field.ErrorList{field.Invalid(p, s, "must be an absolute http or https URL")}
+	}
+	return nil
+}
