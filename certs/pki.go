@@ -68,7 +68,7 @@ type names struct {
 	IPs []net.IP
 }
 
-// covers reports whether cert carries every wanted name (extra names are fine: two
+// coveredBy reports whether cert carries every wanted name (extra names are fine: two
 // replicas configured with different extra names then converge on the union instead of
 // re-issuing in turn forever).
 func (n names) coveredBy(cert *x509.Certificate) (missing string, ok bool) {

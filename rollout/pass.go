@@ -73,7 +73,7 @@ type pass struct {
 	router router.Router
 	rt     router.Target
 
-	events   []event
+	events   []pendingEvent
 	results  []analysis.Result
 	requeue  time.Duration
 	notReady *notReady
@@ -81,7 +81,7 @@ type pass struct {
 
 type notReady struct{ reason, message string }
 
-type event struct{ typ, reason, action, note string }
+type pendingEvent struct{ typ, reason, action, note string }
 
 func (r *Reconciler) newPass(c *v1beta1.Canary) *pass {
 	clk := r.Clock
@@ -107,7 +107,7 @@ func (x *pass) requeueAfter(d time.Duration) {
 }
 
 func (x *pass) event(typ, reason, action, format string, args ...any) {
-	x.events = append(x.events, event{typ: typ, reason: reason, action: action, note: fmt.Sprintf(format, args...)})
+	x.events = append(x.events, pendingEvent{typ: typ, reason: reason, action: action, note: fmt.Sprintf(format, args...)})
 }
 
 // emit sends the events and metrics of a pass whose status is written.

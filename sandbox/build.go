@@ -116,17 +116,15 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 	bins := &Binaries{}
 	for _, t := range tools {
 		moduleDir := filepath.Join(toolsDir, t.toolsModule)
-		version, err := requiredVersion(filepath.Join(moduleDir, "go.mod"), t.module)
+		out, version, err := cachedPath(toolsDir, root, t)
 		if err != nil {
 			return nil, err
 		}
-		dir := filepath.Join(root, t.name+"-"+version)
-		out := filepath.Join(dir, t.name)
-		if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
+		if isFile(out) {
 			t.set(bins, out)
 			continue
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return nil, fmt.Errorf("create cache dir for %s: %w", t.name, err)
 		}
 		fmt.Fprintf(w, "sandbox: building %s %s (from %s) ...\n", t.name, version, moduleDir)
@@ -138,6 +136,35 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 		t.set(bins, out)
 	}
 	return bins, nil
+}
+
+// cachedPath is where t's binary lives in the cache, keyed by the version its tools
+// module requires.
+func cachedPath(toolsDir, root string, t tool) (path, version string, err error) {
+	version, err = requiredVersion(filepath.Join(toolsDir, t.toolsModule, "go.mod"), t.module)
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(root, t.name+"-"+version, t.name), version, nil
+}
+
+// Cached reports whether every binary is in the cache already, so Build will not
+// compile anything (a cold build takes about ten minutes on two cores).
+func Cached() bool {
+	toolsDir, err := ToolsDir()
+	if err != nil {
+		return false
+	}
+	root, err := CacheDir()
+	if err != nil {
+		return false
+	}
+	for _, t := range tools {
+		if p, _, err := cachedPath(toolsDir, root, t); err != nil || !isFile(p) {
+			return false
+		}
+	}
+	return true
 }
 
 // goBuild builds t into a temporary name next to out and renames it, so an interrupted
@@ -281,6 +308,11 @@ func goCommand() (string, error) {
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 func tail(s string, n int) string {

@@ -12,6 +12,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -40,11 +41,13 @@ func (m *DeploymentMutator) Handle(ctx context.Context, req admission.Request) a
 	if m.ControllerUsername != "" && req.UserInfo.Username == m.ControllerUsername {
 		return admission.Allowed("coalmine's own request")
 	}
+	// Case-sensitive, as the apiserver decodes: the typed view the rule reads and the
+	// generic view the patch edits must see the same fields.
 	var oldDep, newDep appsv1.Deployment
-	if err := json.Unmarshal(req.OldObject.Raw, &oldDep); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.OldObject.Raw, &oldDep); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old Deployment: %w", err))
 	}
-	if err := json.Unmarshal(req.Object.Raw, &newDep); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &newDep); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode Deployment: %w", err))
 	}
 	ch := decideDeployment(&oldDep, &newDep)

@@ -43,7 +43,7 @@ func (r *meshHTTPRouteRouter) SetWeights(ctx context.Context, t Target, canaryWe
 	if err := t.validate(canaryWeight); err != nil {
 		return err
 	}
-	return applyRoute(ctx, r.c, NewMeshHTTPRoute(t, canaryWeight), &MeshHTTPRoute{})
+	return applyRoute(ctx, r.c, NewMeshHTTPRoute(t, canaryWeight))
 }
 
 func (r *meshHTTPRouteRouter) Weights(ctx context.Context, t Target) (int, bool, error) {
@@ -84,6 +84,8 @@ func (mr *MeshHTTPRoute) specEqual(desired client.Object) bool {
 func (mr *MeshHTTPRoute) copySpec(desired client.Object) {
 	desired.(*MeshHTTPRoute).Spec.DeepCopyInto(&mr.Spec)
 }
+
+func (mr *MeshHTTPRoute) newEmpty() route { return &MeshHTTPRoute{} }
 
 func metaTypeOf(kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: GroupVersion.String(), Kind: kind}

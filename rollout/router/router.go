@@ -94,6 +94,8 @@ type route interface {
 	specEqual(desired client.Object) bool
 	// copySpec copies the desired spec (and mesh) into the receiver.
 	copySpec(desired client.Object)
+	// newEmpty is a zero object of the same kind.
+	newEmpty() route
 }
 
 // applyRoute creates desired, or updates the existing object when its spec, mesh or
@@ -103,9 +105,11 @@ type route interface {
 //
 // Why not server-side apply: the zero-write check needs the current object anyway, and the
 // route is coalmine's alone, so a conflict-checked update says the same with less machinery.
-func applyRoute(ctx context.Context, c client.Client, desired route, current route) error {
+func applyRoute(ctx context.Context, c client.Client, desired route) error {
 	key := client.ObjectKeyFromObject(desired)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		// A fresh object each try: decoding into a used one would merge stale map entries.
+		current := desired.newEmpty()
 		err := c.Get(ctx, key, current)
 		if apierrors.IsNotFound(err) {
 			log.FromContext(ctx).V(1).Info("creating route", "kind", kindOf(desired), "name", key.Name, "namespace", key.Namespace)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -41,7 +42,7 @@ func (r *trafficRouteRouter) SetWeights(ctx context.Context, t Target, canaryWei
 	if err := t.validate(canaryWeight); err != nil {
 		return err
 	}
-	return applyRoute(ctx, r.c, NewTrafficRoute(t, canaryWeight), &TrafficRoute{})
+	return applyRoute(ctx, r.c, NewTrafficRoute(t, canaryWeight))
 }
 
 func (r *trafficRouteRouter) Weights(ctx context.Context, t Target) (int, bool, error) {
@@ -65,7 +66,7 @@ func (r *trafficRouteRouter) Weights(ctx context.Context, t Target) (int, bool, 
 }
 
 func (r *trafficRouteRouter) Delete(ctx context.Context, t Target) error {
-	return deleteRoute(ctx, r.c, &TrafficRoute{ObjectMeta: objectMeta(TrafficRouteName(t.Apex, t.Namespace), "", t, nil)})
+	return deleteRoute(ctx, r.c, &TrafficRoute{ObjectMeta: metav1.ObjectMeta{Name: TrafficRouteName(t.Apex, t.Namespace)}})
 }
 
 func (tr *TrafficRoute) specEqual(desired client.Object) bool {
@@ -78,3 +79,5 @@ func (tr *TrafficRoute) copySpec(desired client.Object) {
 	tr.Mesh = d.Mesh
 	d.Spec.DeepCopyInto(&tr.Spec)
 }
+
+func (tr *TrafficRoute) newEmpty() route { return &TrafficRoute{} }

@@ -1,0 +1,17 @@
+// Package manifests embeds the shipped manifests that code needs at run time or in tests,
+// so the binary, the sandbox and the e2e tests use the reviewed YAML rather than a copy.
+package manifests
+
+import _ "embed"
+
+// WebhookConfigurations is webhook/webhooks.yaml: the MutatingWebhookConfiguration and
+// the ValidatingWebhookConfiguration named coalmine.
+//
+//go:embed webhook/webhooks.yaml
+var WebhookConfigurations []byte
+
+// WebhookSandboxKustomization is webhook/sandbox/kustomization.yaml, the overlay that
+// points the webhooks at a loopback URL.
+//
+//go:embed webhook/sandbox/kustomization.yaml
+var WebhookSandboxKustomization []byte

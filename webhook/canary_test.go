@@ -1,0 +1,326 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// seedCanary is the seed's Canary (shared/seed/flagger-kuma-poc-writeup.md) with only the
+// apiVersion changed: it must be valid as it is.
+const seedCanary = `
+apiVersion: coalmine.dev/v1beta1
+kind: Canary
+metadata:
+  name: alice
+  namespace: apps-a-mesh-a
+  annotations:
+    kuma.io/mesh: mesh-a
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: alice
+  service:
+    name: alice
+    port: 8080
+    targetPort: http
+    portName: http
+    apex:
+      annotations:
+        8080.service.kuma.io/protocol: "http"
+    canary:
+      annotations:
+        8080.service.kuma.io/protocol: "http"
+    primary:
+      annotations:
+        8080.service.kuma.io/protocol: "http"
+  analysis:
+    interval: 30s
+    threshold: 5
+    maxWeight: 50
+    stepWeight: 5
+    metrics:
+      - name: request-success-rate
+        threshold: 99
+        interval: 1m
+      - name: request-duration
+        threshold: 500
+        interval: 30s
+`
+
+func seed(t testing.TB) *v1beta1.Canary {
+	t.Helper()
+	var c v1beta1.Canary
+	if err := yaml.UnmarshalStrict([]byte(seedCanary), &c); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+func TestValidateCanary(t *testing.T) {
+	cases := []struct {
+		name   string
+		edit   func(c *v1beta1.Canary)
+		errors []string // each a whole field error; none means valid
+	}{{
+		name: "the seed's Canary is valid",
+		edit: func(*v1beta1.Canary) {},
+	}, {
+		name: "minimal Canary with defaults is valid",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec = v1beta1.CanarySpec{TargetRef: v1beta1.LocalObjectReference{Name: "alice"}, Service: v1beta1.CanaryService{Port: 80}}
+		},
+	}, {
+		name: "stepWeight above maxWeight",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeight = 60 },
+		errors: []string{"spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (50)"},
+	}, {
+		name: "stepWeight above the default maxWeight",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.MaxWeight, c.Spec.Analysis.StepWeight = 0, 60 },
+		errors: []string{"spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (unset: the default, 50)"},
+	}, {
+		name: "weights outside 0-100, reported together",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.MaxWeight = 150
+			c.Spec.Analysis.StepWeight = -5
+			c.Spec.Analysis.StepWeightPromotion = 101
+			c.Spec.Analysis.CanaryReadyThreshold = new(120)
+		},
+		errors: []string{
+			"spec.analysis.maxWeight: Invalid value: 150: must be between 0 and 100 (percent)",
+			"spec.analysis.stepWeight: Invalid value: -5: must be between 0 and 100 (percent)",
+			"spec.analysis.stepWeightPromotion: Invalid value: 101: must be between 0 and 100 (percent)",
+			"spec.analysis.canaryReadyThreshold: Invalid value: 120: must be between 0 and 100 (percent)",
+		},
+	}, {
+		name: "stepWeights must increase and stay within 1-100",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeights = []int{0, 10, 10, 5, 200} },
+		errors: []string{
+			"spec.analysis.stepWeights[0]: Invalid value: 0: must be between 1 and 100 (percent)",
+			"spec.analysis.stepWeights[2]: Invalid value: 10: must be greater than spec.analysis.stepWeights[1] (10)",
+			"spec.analysis.stepWeights[3]: Invalid value: 5: must be greater than spec.analysis.stepWeights[2] (10)",
+			"spec.analysis.stepWeights[4]: Invalid value: 200: must be between 1 and 100 (percent)",
+		},
+	}, {
+		name: "stepWeights win over stepWeight, so stepWeight is not compared with maxWeight",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeights = []int{5, 20, 60}; c.Spec.Analysis.StepWeight = 70 },
+	}, {
+		name: "durations that do not parse",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Interval = "30 seconds"
+			c.Spec.Analysis.Metrics[0].Interval = "1d"
+			c.Spec.Analysis.Metrics[1].Interval = "1.5m"
+			c.Spec.Analysis.Webhooks = []v1beta1.CanaryWebhook{{Name: "load", URL: "http://loadtester.test/", Timeout: "soon"}}
+		},
+		errors: []string{
+			`spec.analysis.interval: Invalid value: "30 seconds": must be a duration such as 30s, 1m or 1m30s`,
+			`spec.analysis.metrics[0].interval: Invalid value: "1d": must be a duration such as 30s, 1m or 1m30s`,
+			`spec.analysis.metrics[1].interval: Invalid value: "1.5m": must be a duration PromQL reads as a range too`,
+			`spec.analysis.webhooks[0].timeout: Invalid value: "soon": must be a duration such as 30s, 1m or 1m30s`,
+		},
+	}, {
+		name: "zero and negative durations",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Interval = "0s"; c.Spec.Analysis.Metrics[0].Interval = "-1m" },
+		errors: []string{
+			`spec.analysis.interval: Invalid value: "0s": must be positive`,
+			`spec.analysis.metrics[0].interval: Invalid value: "-1m": must be positive`,
+		},
+	}, {
+		name: "success rate threshold is a percentage",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].Threshold = 120 },
+		errors: []string{"spec.analysis.metrics[0].threshold: Invalid value: 120: must be between 0 and 100: request-success-rate is a percentage"},
+	}, {
+		name: "builtin metric without a threshold never fails, so it is refused",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[1].Threshold = 0 },
+		errors: []string{"spec.analysis.metrics[1].threshold: Required value: the highest p99 request duration in milliseconds, e.g. 500, or thresholdRange"},
+	}, {
+		name: "thresholdRange min above max, and an empty range",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Metrics[0].ThresholdRange = &v1beta1.CanaryThresholdRange{Min: new(99.0), Max: new(90.0)}
+			c.Spec.Analysis.Metrics[1].ThresholdRange = &v1beta1.CanaryThresholdRange{}
+		},
+		errors: []string{
+			"spec.analysis.metrics[0].thresholdRange.min: Invalid value: 99: must be <= spec.analysis.metrics[0].thresholdRange.max (90)",
+			"spec.analysis.metrics[1].thresholdRange: Required value: set min, max or both",
+		},
+	}, {
+		name: "thresholdRange replaces threshold",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Metrics[0].Threshold = 0
+			c.Spec.Analysis.Metrics[0].ThresholdRange = &v1beta1.CanaryThresholdRange{Min: new(99.0)}
+		},
+	}, {
+		name: "unknown metric without templateRef",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].Name = "error-rate" },
+		errors: []string{`spec.analysis.metrics[0].name: Invalid value: "error-rate": is not a builtin metric (request-success-rate, request-duration): set templateRef to a MetricTemplate to use your own query`},
+	}, {
+		name: "custom metric with templateRef is valid, its threshold is free",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Metrics = append(c.Spec.Analysis.Metrics, v1beta1.CanaryMetric{
+				Name: "error-rate", TemplateRef: &v1beta1.CrossNamespaceObjectReference{Name: "error-rate", Namespace: "coalmine-system"},
+				Threshold: -1, Interval: "1m", OnNoData: v1beta1.NoDataSkip,
+			})
+		},
+	}, {
+		name: "duplicate metric names would collide in status",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[1].Name = v1beta1.MetricRequestSuccessRate; c.Spec.Analysis.Metrics[1].Threshold = 98 },
+		errors: []string{`spec.analysis.metrics[1].name: Duplicate value: "request-success-rate"`},
+	}, {
+		name: "onNoData is fail or skip",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].OnNoData = "ignore" },
+		errors: []string{`spec.analysis.metrics[0].onNoData: Unsupported value: "ignore": supported values: "fail", "skip"`},
+	}, {
+		name: "targetRef must be a Deployment",
+		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind = "DaemonSet" },
+		errors: []string{`spec.targetRef.kind: Unsupported value: "DaemonSet": supported values: "Deployment"`},
+	}, {
+		name: "targetRef kind may be left empty",
+		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind, c.Spec.TargetRef.APIVersion = "", "" },
+	}, {
+		name: "service.port is required",
+		edit: func(c *v1beta1.Canary) { c.Spec.Service.Port = 0 },
+		errors: []string{"spec.service.port: Required value: the ClusterIP port of the apex, primary and canary Services"},
+	}, {
+		name: "service ports and names",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Service.TargetPort = intstr.FromInt32(70000)
+			c.Spec.Service.PortName = "HTTP_port"
+			c.Spec.Service.Apex.Labels = map[string]string{"bad key!": "x"}
+		},
+		errors: []string{
+			"spec.service.targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+			`spec.service.portName: Invalid value: "HTTP_port"`,
+			`spec.service.apex.labels: Invalid value: "bad key!"`,
+		},
+	}, {
+		name: "Service names derived from a long target name must fit",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Service.Name = ""
+			c.Spec.TargetRef.Name = strings.Repeat("a", 60)
+		},
+		errors: []string{"spec.targetRef.name: Invalid value: \"" + strings.Repeat("a", 60) + "\": names the Services"},
+	}, {
+		name: "iterations is refused with the reason",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Iterations = 10 },
+		errors: []string{"spec.analysis.iterations: Forbidden: coalmine's Kuma provider runs weighted canaries only"},
+	}, {
+		name: "route kind annotation",
+		edit: func(c *v1beta1.Canary) { c.Annotations[v1beta1.AnnotationRouteKind] = "HTTPRoute" },
+		errors: []string{`metadata.annotations[coalmine.dev/route-kind]: Unsupported value: "HTTPRoute": supported values: "TrafficRoute", "MeshHTTPRoute"`},
+	}, {
+		name: "webhooks need a name and an http URL",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Webhooks = []v1beta1.CanaryWebhook{{Type: "pre-rollout", URL: "loadtester:8080"}, {Type: "sometimes", Name: "x", URL: "http://x/"}}
+		},
+		errors: []string{
+			"spec.analysis.webhooks[0].name: Required value",
+			`spec.analysis.webhooks[0].url: Invalid value: "loadtester:8080": must be an absolute http or https URL`,
+			`spec.analysis.webhooks[1].type: Unsupported value: "sometimes"`,
+		},
+	}, {
+		name: "provider is kuma",
+		edit: func(c *v1beta1.Canary) { c.Spec.Provider = "istio" },
+		errors: []string{`spec.provider: Unsupported value: "istio": supported values: "kuma"`},
+	}}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := seed(t)
+			tc.edit(c)
+			errs := ValidateCanary(c)
+			got := errs.ToAggregate()
+			if len(tc.errors) == 0 {
+				if got != nil {
+					t.Fatalf("want valid, got %v", got)
+				}
+				return
+			}
+			if len(errs) != len(tc.errors) {
+				t.Errorf("got %d errors, want %d: %v", len(errs), len(tc.errors), got)
+			}
+			for _, want := range tc.errors {
+				if got == nil || !strings.Contains(got.Error(), want) {
+					t.Errorf("errors %v\ndo not include %q", got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateCanaryUpdateKeepsTheTarget(t *testing.T) {
+	old := seed(t)
+	c := seed(t)
+	c.Spec.TargetRef.Name = "bob"
+	c.Spec.Service.Name = "bob"
+	errs := ValidateCanaryUpdate(c, old)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `spec.targetRef.name: Invalid value: "bob": is immutable (was "alice")`) {
+		t.Fatalf("got %v", errs.ToAggregate())
+	}
+}
+
+func TestCanaryValidator(t *testing.T) {
+	v := &CanaryValidator{}
+	bad := seed(t)
+	bad.Spec.Analysis.StepWeight = 60
+	bad.Spec.Analysis.Interval = "soon"
+
+	t.Run("denial is a 422 Invalid with one cause per field", func(t *testing.T) {
+		resp := v.Handle(context.Background(), review(t, admissionv1.Create, adminUser, canariesResource, bad, nil))
+		if resp.Allowed {
+			t.Fatal("allowed")
+		}
+		r := resp.Result
+		if r.Code != http.StatusUnprocessableEntity || r.Reason != metav1.StatusReasonInvalid {
+			t.Errorf("code %d reason %s, want 422 Invalid", r.Code, r.Reason)
+		}
+		if r.Details == nil || len(r.Details.Causes) != 2 {
+			t.Fatalf("want 2 causes, got %+v", r.Details)
+		}
+		fields := []string{r.Details.Causes[0].Field, r.Details.Causes[1].Field}
+		if fields[0] != "spec.analysis.interval" || fields[1] != "spec.analysis.stepWeight" {
+			t.Errorf("cause fields %v", fields)
+		}
+		want := `Canary.coalmine.dev "alice" is invalid: [spec.analysis.interval: Invalid value: "soon": must be a duration such as 30s, 1m or 1m30s, spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (50)]`
+		if r.Message != want {
+			t.Errorf("message\n%s\nwant\n%s", r.Message, want)
+		}
+	})
+	t.Run("valid create is allowed", func(t *testing.T) {
+		if resp := v.Handle(context.Background(), review(t, admissionv1.Create, adminUser, canariesResource, seed(t), nil)); !resp.Allowed {
+			t.Fatalf("denied: %s", resp.Result.Message)
+		}
+	})
+	t.Run("finalizer removal on an invalid Canary is allowed", func(t *testing.T) {
+		withFinalizer := bad.DeepCopy()
+		withFinalizer.Finalizers = []string{v1beta1.Finalizer}
+		resp := v.Handle(context.Background(), review(t, admissionv1.Update, controllerUser, canariesResource, bad, withFinalizer))
+		if !resp.Allowed {
+			t.Fatalf("denied: %s", resp.Result.Message)
+		}
+	})
+	t.Run("spec change of an invalid Canary is judged", func(t *testing.T) {
+		changed := bad.DeepCopy()
+		changed.Spec.Analysis.Threshold = 3
+		resp := v.Handle(context.Background(), review(t, admissionv1.Update, adminUser, canariesResource, changed, bad))
+		if resp.Allowed {
+			t.Fatal("allowed")
+		}
+	})
+	t.Run("garbage is a 400", func(t *testing.T) {
+		req := review(t, admissionv1.Create, adminUser, canariesResource, seed(t), nil)
+		req.Object.Raw = json.RawMessage(`{"spec":{"service":{"port":"eighty"}}}`)
+		if resp := v.Handle(context.Background(), req); resp.Allowed || resp.Result.Code != http.StatusBadRequest {
+			t.Fatalf("got %+v", resp.AdmissionResponse)
+		}
+	})
+}
