@@ -133,7 +133,7 @@ func passing() []analysis.Result {
 
 func failingSuccessRate() []analysis.Result {
 	return []analysis.Result{
-		{Metric: v1beta1.MetricRequestSuccessRate, Value: 42.5, Outcome: v1beta1.MetricFailed, Message: "below threshold"},
+		{Metric: v1beta1.MetricRequestSuccessRate, Value: 42.5, Outcome: v1beta1.MetricFailed, Message: "request-success-rate 42.5 < 99"},
 		{Metric: v1beta1.MetricRequestDuration, Value: 120, Outcome: v1beta1.MetricPassed},
 	}
 }
@@ -155,6 +155,9 @@ type env struct {
 	inReconcile bool
 	// stuck Deployments never become ready.
 	stuck map[string]bool
+	// staleCanary, when set, is what the next read of the Canary returns: a cache that
+	// lags behind the API server.
+	staleCanary *v1beta1.Canary
 	// notes collects every event note emitted.
 	notes []string
 }
@@ -233,6 +236,14 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		}
 	}
 	wrapped := interceptor.NewClient(e.base, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if stale, ok := obj.(*v1beta1.Canary); ok && e.staleCanary != nil {
+				e.staleCanary.DeepCopyInto(stale)
+				e.staleCanary = nil
+				return nil
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			count()
 			if d, ok := obj.(*appsv1.Deployment); ok {

@@ -158,7 +158,7 @@ func optInAnnotations(d *appsv1.Deployment) map[string]string {
 // labelled kuma.io/sidecar-injection: enabled, a Canary of OptInCanary owned by the
 // Deployment. It keeps that Canary's spec in line with the annotations and deletes it when
 // the annotation goes (the Canary's finalizer then restores the Deployment). A Canary the
-// user wrote for the same Deployment wins: the opt-in then does nothing.
+// user wrote for the same Deployment wins: the opt-in Canary steps aside (is deleted).
 type OptInReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
@@ -183,9 +183,23 @@ func (r *OptInReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("canary-opt-in").
 		For(&appsv1.Deployment{}, builder.WithPredicates(deployments)).
-		Owns(&v1beta1.Canary{}).
+		Watches(&v1beta1.Canary{}, handler.EnqueueRequestsFromMapFunc(targetOfCanary)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.annotatedInNamespace)).
 		Complete(r)
+}
+
+// targetOfCanary maps any Canary to the Deployment it guards (and owns it, for opt-in
+// Canaries): a user's Canary appearing makes the opt-in step aside.
+func targetOfCanary(_ context.Context, obj client.Object) []reconcile.Request {
+	c, ok := obj.(*v1beta1.Canary)
+	if !ok {
+		return nil
+	}
+	out := []reconcile.Request{request(c.Namespace, c.Spec.TargetRef.Name)}
+	if ref := metav1.GetControllerOf(c); ref != nil && ref.Kind == "Deployment" && ref.Name != c.Spec.TargetRef.Name {
+		out = append(out, request(c.Namespace, ref.Name))
+	}
+	return out
 }
 
 func (r *OptInReconciler) annotatedInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
@@ -232,26 +246,30 @@ func (r *OptInReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	}
 	ours := existing != nil && metav1.IsControlledBy(existing, d)
 
+	if want && existing != nil && !ours {
+		return ctrl.Result{}, nil // the user's own Canary of that name wins
+	}
+	if want {
+		// A Canary the user wrote for this Deployment, under another name, wins too.
+		var others v1beta1.CanaryList
+		if err := r.Client.List(ctx, &others, client.InNamespace(d.Namespace)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("list canaries: %w", err)
+		}
+		for _, o := range others.Items {
+			if o.Spec.TargetRef.Name == d.Name && !metav1.IsControlledBy(&o, d) {
+				want = false
+				break
+			}
+		}
+	}
 	if !want {
 		if ours && existing.DeletionTimestamp.IsZero() {
 			if err := r.Client.Delete(ctx, existing); client.IgnoreNotFound(err) != nil {
 				return ctrl.Result{}, fmt.Errorf("delete opt-in canary: %w", err)
 			}
-			r.eventf(d, corev1.EventTypeNormal, "OptOut", "Opted out: deleted Canary %s", existing.Name)
+			r.eventf(d, corev1.EventTypeNormal, "OptOut", "Deleted opt-in Canary %s", existing.Name)
 		}
 		return ctrl.Result{}, nil
-	}
-	if existing != nil && !ours {
-		return ctrl.Result{}, nil // the user's own Canary of that name wins
-	}
-	var others v1beta1.CanaryList
-	if err := r.Client.List(ctx, &others, client.InNamespace(d.Namespace)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("list canaries: %w", err)
-	}
-	for _, o := range others.Items {
-		if o.Spec.TargetRef.Name == d.Name && !metav1.IsControlledBy(&o, d) {
-			return ctrl.Result{}, nil // a user Canary already guards this Deployment
-		}
 	}
 
 	desired, warnings, err := OptInCanary(d)

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -80,6 +81,10 @@ type pass struct {
 }
 
 type notReady struct{ reason, message string }
+
+// errCacheLag marks an error that only says the cache is behind the API server: the pass
+// is retried shortly, without reporting a failure.
+var errCacheLag = errors.New("cache behind the API server")
 
 type pendingEvent struct{ typ, reason, action, note string }
 
@@ -212,6 +217,15 @@ func (x *pass) load(ctx context.Context) error {
 		return fmt.Errorf("get target deployment: %w", err)
 	}
 	x.target = target
+	if other, err := x.r.olderCanaryOf(ctx, c); err != nil {
+		return err
+	} else if other != "" {
+		// Two Canaries moving one Deployment would fight; the first one keeps it. The
+		// requeue notices when it is gone (its deletion is no event for this Canary).
+		x.stop("DuplicateTarget", "Deployment %s is already guarded by Canary %s", target.Name, other)
+		x.requeueAfter(10 * time.Second)
+		return nil
+	}
 	app, err := workload.AppLabels(target)
 	if err != nil {
 		x.stop("InvalidTarget", "Deployment %s: %v", target.Name, err)
@@ -408,7 +422,7 @@ func (x *pass) detect(ctx context.Context) error {
 		held := x.target.Spec.Paused && x.target.Annotations[v1beta1.AnnotationRevision] != "" &&
 			x.target.Annotations[v1beta1.AnnotationRevision] != cur
 		if x.status.Phase == v1beta1.PhaseFailed || held {
-			if err := x.updateTarget(ctx, func(d *appsv1.Deployment) { d.Spec.Paused = false }); err != nil {
+			if err := x.unpauseReverted(ctx, cur); err != nil {
 				return err
 			}
 			x.status.FailedRevision = ""
@@ -493,8 +507,16 @@ func (x *pass) ensureCanaryDeployment(ctx context.Context, rev string) (*appsv1.
 	if !metav1.IsControlledBy(existing, c) {
 		return nil, fmt.Errorf("deployment %s exists and is not owned by Canary %s", existing.Name, c.Name)
 	}
+	if !existing.DeletionTimestamp.IsZero() {
+		// The previous canary is still going away; create the new one once it is gone.
+		return nil, fmt.Errorf("canary deployment %s is being deleted: %w", existing.Name, errCacheLag)
+	}
 	if workload.UpdateCanaryDeployment(existing, desired) {
 		if err := x.r.Client.Update(ctx, existing); err != nil {
+			if apierrors.IsNotFound(err) {
+				// Deleted since the cache saw it (a rollback's delete): create it next pass.
+				return nil, fmt.Errorf("update canary deployment: %w", errCacheLag)
+			}
 			return nil, fmt.Errorf("update canary deployment: %w", err)
 		}
 	}
@@ -695,7 +717,12 @@ func formatValue(v float64) string {
 }
 
 // describe says what a failed check was: metric, value, threshold and the analyzer's word.
+// The analyzer's message of a failed value already says all three ("request-success-rate
+// 87.5 < 99").
 func describe(c *v1beta1.Canary, res analysis.Result) string {
+	if res.Outcome == v1beta1.MetricFailed && res.Message != "" {
+		return res.Message
+	}
 	var b strings.Builder
 	b.WriteString(res.Metric)
 	switch res.Outcome {
@@ -780,15 +807,27 @@ func (x *pass) revert(ctx context.Context) error {
 	if err := x.abort(ctx); err != nil {
 		return err
 	}
-	if err := x.updateTarget(ctx, func(d *appsv1.Deployment) { d.Spec.Paused = false }); err != nil {
+	stable := x.stableRevision()
+	if err := x.unpauseReverted(ctx, stable); err != nil {
 		return err
 	}
-	stable := x.stableRevision()
 	x.status.FailedRevision = ""
 	x.setPhase(v1beta1.PhaseSucceeded, fmt.Sprintf("template reverted to stable revision %s; nothing rolled", stable))
 	x.event(corev1.EventTypeNormal, ReasonReverted, "Revert",
 		"Deployment %s reverted to stable revision %s: revision %s abandoned, nothing rolled", x.target.Name, stable, x.status.CanaryRevision)
 	return nil
+}
+
+// unpauseReverted releases a target whose template went back to the stable revision cur.
+// The revision annotation follows, so the Deployment no longer looks held by the webhook
+// and a later manual pause is left alone.
+func (x *pass) unpauseReverted(ctx context.Context, cur string) error {
+	return x.updateTarget(ctx, func(d *appsv1.Deployment) {
+		d.Spec.Paused = false
+		if d.Annotations[v1beta1.AnnotationRevision] != "" {
+			setAnnotation(d, v1beta1.AnnotationRevision, cur)
+		}
+	})
 }
 
 // startPromotion hands the revision to the target: stable-revision and unpause in one

@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -52,6 +53,9 @@ type Reconciler struct {
 	Routers map[string]router.Router
 	// DefaultRouteKind is used when a Canary has no coalmine.dev/route-kind annotation.
 	DefaultRouteKind string
+	// MaxConcurrentReconciles bounds the Canaries reconciled at once; default 4. A pass
+	// may wait on Prometheus, so one slow query must not hold up every other Canary.
+	MaxConcurrentReconciles int
 }
 
 // SetupWithManager registers the reconciler and its watches: Canaries; Deployments (a
@@ -61,14 +65,22 @@ type Reconciler struct {
 // routes of the configured kinds whose CRDs this cluster serves, so a route edited or
 // deleted by hand is seen.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Client == nil || r.Analyzer == nil || len(r.Routers) == 0 {
+		return errors.New("rollout reconciler needs a Client, an Analyzer and at least one Router")
+	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1beta1.Canary{}, IndexTargetName, TargetNameIndex); err != nil {
 		return fmt.Errorf("index canaries by %s: %w", IndexTargetName, err)
 	}
+	workers := r.MaxConcurrentReconciles
+	if workers <= 0 {
+		workers = 4
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		For(&v1beta1.Canary{}).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfDeployment)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.canariesInNamespace)).
@@ -176,9 +188,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 		err = x.reconcile(ctx)
 	}
 
-	if apierrors.IsConflict(err) {
-		// A fresher copy of something changed under us (the cache lagged): try again
-		// from the new state without counting it as a failure.
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || errors.Is(err, errCacheLag) {
+		// The cache lagged behind a write (ours or someone's): try again from the new
+		// state without counting it as a failure.
 		logger.V(1).Info("conflict, retrying", "error", err.Error())
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
@@ -249,4 +261,24 @@ func (r *Reconciler) meshName(ctx context.Context, c *v1beta1.Canary) (string, e
 		return m, nil
 	}
 	return router.DefaultMesh, nil
+}
+
+// olderCanaryOf names another Canary guarding the same Deployment that came first (by
+// creation time, then name), or "".
+func (r *Reconciler) olderCanaryOf(ctx context.Context, c *v1beta1.Canary) (string, error) {
+	var list v1beta1.CanaryList
+	if err := r.Client.List(ctx, &list, client.InNamespace(c.Namespace), client.MatchingFields{IndexTargetName: c.Spec.TargetRef.Name}); err != nil {
+		return "", fmt.Errorf("list canaries of deployment %s: %w", c.Spec.TargetRef.Name, err)
+	}
+	for _, o := range list.Items {
+		if o.UID == c.UID && o.Name == c.Name {
+			continue
+		}
+		older := o.CreationTimestamp.Before(&c.CreationTimestamp) ||
+			(o.CreationTimestamp.Equal(&c.CreationTimestamp) && o.Name < c.Name)
+		if older {
+			return o.Name, nil
+		}
+	}
+	return "", nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -88,8 +89,7 @@ func (s crdSchema) store(t *testing.T, obj any) (pruned []string, defaulted bool
 	}
 	_ = json.Unmarshal(data, &before)
 	structuraldefaulting.Default(u, s.structural)
-	after, _ := json.Marshal(u)
-	defaulted = string(after) != string(data)
+	defaulted = !reflect.DeepEqual(u, before)
 	pruned = pruning.PruneWithOptions(u, s.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
 	for _, e := range apiservervalidation.ValidateCustomResource(nil, u, s.validator) {
 		invalid = append(invalid, e.Error())

@@ -44,6 +44,7 @@ type routeSource struct {
 	gvk         schema.GroupVersionKind
 	absentUntil time.Time
 	last        []unstructured.Unstructured
+	lastErr     string
 }
 
 // readRoutes lists a route kind from its sources, the first source winning on a name clash.
@@ -62,13 +63,14 @@ func (s *Simulator) readRoutes(ctx context.Context, sources []*routeSource) []un
 		err := src.reader.List(ctx, list)
 		switch {
 		case err == nil:
-			src.last = list.Items
+			src.last, src.lastErr = list.Items, ""
 		case meta.IsNoMatchError(err) || apierrors.IsNotFound(err):
 			log.FromContext(ctx).V(1).Info("Route kind not served; assuming none", "kind", src.gvk.Kind)
 			src.absentUntil = now.Add(absentRetry)
-			src.last = nil
-		default:
+			src.last, src.lastErr = nil, ""
+		case err.Error() != src.lastErr: // a lasting failure is said once
 			log.FromContext(ctx).Error(err, "List routes; keeping the last ones seen", "kind", src.gvk.Kind)
+			src.lastErr = err.Error()
 		}
 		for _, u := range src.last {
 			key := types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}

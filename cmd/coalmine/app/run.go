@@ -131,7 +131,7 @@ func Run(ctx context.Context, o Options) error {
 
 	rec := &rollout.Reconciler{
 		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorderFor("coalmine"),
+		Recorder: mgr.GetEventRecorder("coalmine"),
 		Clock:    clock.RealClock{},
 		Analyzer: analysis.New(mgr.GetClient(), analysis.ProviderConfig{
 			Address:         o.MetricsServer,
@@ -146,6 +146,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up progression loop: %w", err)
+	}
+	optIn := &rollout.OptInReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("coalmine")}
+	if err := optIn.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up annotation opt-in: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
