@@ -15,3 +15,15 @@ var WebhookConfigurations []byte
 //
 //go:embed webhook/sandbox/kustomization.yaml
 var WebhookSandboxKustomization []byte
+
+// RBAC is rbac/role.yaml: the ClusterRole and Role coalmine generated from the code's
+// +kubebuilder:rbac markers.
+//
+//go:embed rbac/role.yaml
+var RBAC []byte
+
+// RBACBindings is kustomize/base/rbac.yaml: the ServiceAccount coalmine runs as, the
+// bindings of the generated roles and the leader-election Role.
+//
+//go:embed kustomize/base/rbac.yaml
+var RBACBindings []byte

@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
+	"log"
 	"math"
 	"math/big"
 	"net"
@@ -97,6 +99,8 @@ func newFakeProm(t *testing.T, ca *privateCA) *fakeProm {
 	t.Helper()
 	f := &fakeProm{answers: map[string]string{}}
 	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	// Handshakes refused on purpose (no CA) would log noise otherwise.
+	f.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if ca != nil {
 		f.TLS = &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t)}, MinVersion: tls.VersionTLS12}
 		f.StartTLS()

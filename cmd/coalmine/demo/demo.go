@@ -101,8 +101,12 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	if _, err := sandbox.Build(ctx, w); err != nil {
 		return out, fmt.Errorf("build sandbox: %w", err)
 	}
+	root, err := sandbox.RepoRoot()
+	if err != nil {
+		return out, fmt.Errorf("find the coalmine repository (run the demo from it): %w", err)
+	}
 	t0 := time.Now()
-	sb, err := sandbox.Start(ctx, sandbox.Options{Log: w, CRDDirs: []string{sandbox.RepoPath("manifests", "crd")}})
+	sb, err := sandbox.Start(ctx, sandbox.Options{Log: w, CRDDirs: []string{filepath.Join(root, "manifests", "crd")}})
 	if err != nil {
 		return out, fmt.Errorf("start sandbox: %w", err)
 	}
@@ -400,7 +404,7 @@ func (m *metricsReader) canaryMetrics(ctx context.Context) (success, p99 float64
 func (m *metricsReader) scalar(ctx context.Context, q string) float64 {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	v, _, err := m.api.Query(ctx, q, time.Now())
+	v, _, _, err := m.api.Query(ctx, q, time.Now())
 	if err != nil {
 		return math.NaN()
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,20 +50,17 @@ func Install(ctx context.Context, sb *sandbox.Sandbox, webhookPort int) error {
 	if err != nil {
 		return fmt.Errorf("create sandbox client: %w", err)
 	}
-	objs := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ServiceAccount, Namespace: Namespace}},
+	objs := []client.Object{&corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: Namespace},
+	}}
+	for _, data := range [][]byte{manifests.RBAC, manifests.RBACBindings} {
+		rbacObjs, err := decodeAll(data)
+		if err != nil {
+			return fmt.Errorf("decode shipped RBAC: %w", err)
+		}
+		objs = append(objs, rbacObjs...)
 	}
-	rbacObjs, err := decodeAll(manifests.RBAC)
-	if err != nil {
-		return fmt.Errorf("decode shipped RBAC: %w", err)
-	}
-	objs = append(objs, rbacObjs...)
-	objs = append(objs, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "coalmine"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "coalmine"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ServiceAccount, Namespace: Namespace}},
-	})
 	hooks, err := webhook.SandboxConfigurations(manifests.WebhookConfigurations, "https://127.0.0.1:"+strconv.Itoa(webhookPort), nil)
 	if err != nil {
 		return fmt.Errorf("render sandbox webhook configurations: %w", err)
