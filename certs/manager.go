@@ -47,6 +47,12 @@ const (
 	maxConflictAttempts   = 5
 )
 
+// ErrNotInjected wraps the error of a pass that wrote the serving certificate but could
+// not put the CA into every webhook configuration. At start-up the webhook server can
+// start anyway (the files exist); Start keeps retrying, and ReadyCheck stays false
+// meanwhile.
+var ErrNotInjected = errors.New("webhook CA bundle not injected")
+
 // Options configure a Manager. Namespace and CertDir are required.
 type Options struct {
 	// Namespace holds the Secret and the webhook Service.
@@ -195,7 +201,7 @@ func (m *Manager) Ensure(ctx context.Context) error {
 	m.state.Unlock()
 
 	if err := m.inject(ctx, bundle); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNotInjected, err)
 	}
 	m.state.Lock()
 	m.injected = bundle
@@ -317,7 +323,7 @@ func (m *Manager) inject(ctx context.Context, bundle []byte) error {
 	var errs []error
 	for _, name := range m.opts.WebhookConfigurations {
 		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-		errs = append(errs, m.injectOne(ctx, mwc, name, bundle, func() []webhookCA {
+		errs = append(errs, m.injectOne(ctx, "MutatingWebhookConfiguration", mwc, name, bundle, func() []webhookCA {
 			out := make([]webhookCA, 0, len(mwc.Webhooks))
 			for _, w := range mwc.Webhooks {
 				out = append(out, webhookCA{name: w.Name, caBundle: w.ClientConfig.CABundle})
@@ -325,7 +331,7 @@ func (m *Manager) inject(ctx context.Context, bundle []byte) error {
 			return out
 		}))
 		vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-		errs = append(errs, m.injectOne(ctx, vwc, name, bundle, func() []webhookCA {
+		errs = append(errs, m.injectOne(ctx, "ValidatingWebhookConfiguration", vwc, name, bundle, func() []webhookCA {
 			out := make([]webhookCA, 0, len(vwc.Webhooks))
 			for _, w := range vwc.Webhooks {
 				out = append(out, webhookCA{name: w.Name, caBundle: w.ClientConfig.CABundle})
@@ -341,14 +347,9 @@ type webhookCA struct {
 	caBundle []byte
 }
 
-func (m *Manager) injectOne(ctx context.Context, obj client.Object, name string, bundle []byte, webhooks func() []webhookCA) error {
-	kind := fmt.Sprintf("%T", obj)
-	switch obj.(type) {
-	case *admissionregistrationv1.MutatingWebhookConfiguration:
-		kind = "MutatingWebhookConfiguration"
-	case *admissionregistrationv1.ValidatingWebhookConfiguration:
-		kind = "ValidatingWebhookConfiguration"
-	}
+// injectOne reads the named configuration into obj, then patches the webhooks (listed by
+// webhooks, which reads obj) whose caBundle differs.
+func (m *Manager) injectOne(ctx context.Context, kind string, obj client.Object, name string, bundle []byte, webhooks func() []webhookCA) error {
 	if err := m.c.Get(ctx, types.NamespacedName{Name: name}, obj); err != nil {
 		return fmt.Errorf("get %s %s: %w", kind, name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -363,8 +364,8 @@ func TestMissingWebhookConfigurationKeepsNotReady(t *testing.T) {
 	c := newFakeClient(t, webhookConfigs()[0]) // the validating one is missing
 	m := newManager(t, c, clocktesting.NewFakeClock(t0))
 	err := m.Ensure(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "ValidatingWebhookConfiguration coalmine") {
-		t.Fatalf("Ensure error = %v, want one naming the missing configuration", err)
+	if !errors.Is(err, ErrNotInjected) || !strings.Contains(err.Error(), "ValidatingWebhookConfiguration coalmine") {
+		t.Fatalf("Ensure error = %v, want ErrNotInjected naming the missing configuration", err)
 	}
 	if _, statErr := os.Stat(filepath.Join(m.opts.CertDir, FileCert)); statErr != nil {
 		t.Fatal("certificate should be written even when injection fails")
