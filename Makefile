@@ -26,7 +26,7 @@ manifests:
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths=./api/... output:crd:artifacts:config=manifests/crd
 	$(CONTROLLER_GEN) rbac:roleName=coalmine paths=./rollout/... paths=./certs/... output:rbac:artifacts:config=manifests/rbac
-	@if [ -d manifests/helm/coalmine/crds ]; then cp manifests/crd/*.yaml manifests/helm/coalmine/crds/; fi
+	$(GO) test ./manifests -run TestChartCopies -update-chart
 
 # Regenerates into the tree and fails if anything changed: generated files are committed.
 verify-manifests: manifests

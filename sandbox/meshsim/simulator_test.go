@@ -2,6 +2,7 @@ package meshsim
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -649,4 +650,22 @@ func quantile(q float64, h *dto.Histogram) float64 {
 		lower, below = b.GetUpperBound(), count
 	}
 	return lower
+}
+
+func TestRouteReadFailureKeepsLastRoutes(t *testing.T) {
+	// A blip in the control-plane connection must not send all traffic back to the apex.
+	var failing bool
+	funcs := &interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if u, ok := list.(*unstructured.UnstructuredList); ok && failing && u.GetKind() == "TrafficRouteList" {
+			return errors.New("connection refused")
+		}
+		return c.List(ctx, list, opts...)
+	}}
+	routes := []*unstructured.Unstructured{newTrafficRoute("alice.apps-a-mesh-a", apex, primary, 95, canary, 5)}
+	sc := scenario{canaryReady: true}
+	s, clk := newTestSimulator(newFakeClient(t, sc.objects(), routes, funcs), nil)
+	tick(t, s, clk, ticks/2)
+	failing = true
+	tick(t, s, clk, ticks/2)
+	assertCounts(t, s.Snapshot(), map[string]Counts{primary: {Requests: 475}, canary: {Requests: 25}})
 }

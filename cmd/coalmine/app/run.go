@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 
@@ -188,7 +189,9 @@ func setupCerts(ctx context.Context, mgr ctrl.Manager, direct client.Client, o O
 		WebhookConfigurations: []string{WebhookConfigurationName},
 	})
 	// The webhook server reads the files when it starts, so they must exist first.
-	if err := cm.Ensure(ctx); err != nil {
+	// A failed CA injection is not fatal: the files exist, so the server can start, and
+	// the manager keeps retrying while readiness stays false.
+	if err := cm.Ensure(ctx); err != nil && !errors.Is(err, certs.ErrNotInjected) {
 		return fmt.Errorf("ensure serving certificate: %w", err)
 	}
 	if err := mgr.Add(cm); err != nil {
