@@ -30,7 +30,7 @@ func BenchmarkDeploymentAdmission(b *testing.B) {
 	body := interceptReview(b)
 	serve := func(h admission.Handler) *httptest.Server {
 		s := httptest.NewUnstartedServer((&admission.Webhook{Handler: h}).WithRecoverPanic(true))
-		s.EnableHTTP2 = false // as the real server (ServerTLSOptions)
+		s.EnableHTTP2 = false // as the real server (cmd/coalmine/app turns h2 off)
 		s.StartTLS()
 		b.Cleanup(s.Close)
 		return s

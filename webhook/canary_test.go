@@ -81,12 +81,12 @@ func TestValidateCanary(t *testing.T) {
 			c.Spec = v1beta1.CanarySpec{TargetRef: v1beta1.LocalObjectReference{Name: "alice"}, Service: v1beta1.CanaryService{Port: 80}}
 		},
 	}, {
-		name: "stepWeight above maxWeight",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeight = 60 },
+		name:   "stepWeight above maxWeight",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeight = 60 },
 		errors: []string{"spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (50)"},
 	}, {
-		name: "stepWeight above the default maxWeight",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.MaxWeight, c.Spec.Analysis.StepWeight = 0, 60 },
+		name:   "stepWeight above the default maxWeight",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.MaxWeight, c.Spec.Analysis.StepWeight = 0, 60 },
 		errors: []string{"spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (unset: the default, 50)"},
 	}, {
 		name: "weights outside 0-100, reported together",
@@ -113,7 +113,10 @@ func TestValidateCanary(t *testing.T) {
 		},
 	}, {
 		name: "stepWeights win over stepWeight, so stepWeight is not compared with maxWeight",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeights = []int{5, 20, 60}; c.Spec.Analysis.StepWeight = 70 },
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.StepWeights = []int{5, 20, 60}
+			c.Spec.Analysis.StepWeight = 70
+		},
 	}, {
 		name: "durations that do not parse",
 		edit: func(c *v1beta1.Canary) {
@@ -136,12 +139,12 @@ func TestValidateCanary(t *testing.T) {
 			`spec.analysis.metrics[0].interval: Invalid value: "-1m": must be positive`,
 		},
 	}, {
-		name: "success rate threshold is a percentage",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].Threshold = 120 },
+		name:   "success rate threshold is a percentage",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].Threshold = 120 },
 		errors: []string{"spec.analysis.metrics[0].threshold: Invalid value: 120: must be between 0 and 100: request-success-rate is a percentage"},
 	}, {
-		name: "builtin metric without a threshold never fails, so it is refused",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[1].Threshold = 0 },
+		name:   "builtin metric without a threshold never fails, so it is refused",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[1].Threshold = 0 },
 		errors: []string{"spec.analysis.metrics[1].threshold: Required value: the highest p99 request duration in milliseconds, e.g. 500, or thresholdRange"},
 	}, {
 		name: "thresholdRange min above max, and an empty range",
@@ -160,8 +163,8 @@ func TestValidateCanary(t *testing.T) {
 			c.Spec.Analysis.Metrics[0].ThresholdRange = &v1beta1.CanaryThresholdRange{Min: new(99.0)}
 		},
 	}, {
-		name: "unknown metric without templateRef",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].Name = "error-rate" },
+		name:   "unknown metric without templateRef",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].Name = "error-rate" },
 		errors: []string{`spec.analysis.metrics[0].name: Invalid value: "error-rate": is not a builtin metric (request-success-rate, request-duration): set templateRef to a MetricTemplate to use your own query`},
 	}, {
 		name: "custom metric with templateRef is valid, its threshold is free",
@@ -173,22 +176,25 @@ func TestValidateCanary(t *testing.T) {
 		},
 	}, {
 		name: "duplicate metric names would collide in status",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[1].Name = v1beta1.MetricRequestSuccessRate; c.Spec.Analysis.Metrics[1].Threshold = 98 },
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Metrics[1].Name = v1beta1.MetricRequestSuccessRate
+			c.Spec.Analysis.Metrics[1].Threshold = 98
+		},
 		errors: []string{`spec.analysis.metrics[1].name: Duplicate value: "request-success-rate"`},
 	}, {
-		name: "onNoData is fail or skip",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].OnNoData = "ignore" },
+		name:   "onNoData is fail or skip",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Metrics[0].OnNoData = "ignore" },
 		errors: []string{`spec.analysis.metrics[0].onNoData: Unsupported value: "ignore": supported values: "fail", "skip"`},
 	}, {
-		name: "targetRef must be a Deployment",
-		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind = "DaemonSet" },
+		name:   "targetRef must be a Deployment",
+		edit:   func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind = "DaemonSet" },
 		errors: []string{`spec.targetRef.kind: Unsupported value: "DaemonSet": supported values: "Deployment"`},
 	}, {
 		name: "targetRef kind may be left empty",
 		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind, c.Spec.TargetRef.APIVersion = "", "" },
 	}, {
-		name: "service.port is required",
-		edit: func(c *v1beta1.Canary) { c.Spec.Service.Port = 0 },
+		name:   "service.port is required",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Service.Port = 0 },
 		errors: []string{"spec.service.port: Required value: the ClusterIP port of the apex, primary and canary Services"},
 	}, {
 		name: "service ports and names",
@@ -210,12 +216,12 @@ func TestValidateCanary(t *testing.T) {
 		},
 		errors: []string{"spec.targetRef.name: Invalid value: \"" + strings.Repeat("a", 60) + "\": names the Services"},
 	}, {
-		name: "iterations is refused with the reason",
-		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.Iterations = 10 },
+		name:   "iterations is refused with the reason",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Iterations = 10 },
 		errors: []string{"spec.analysis.iterations: Forbidden: coalmine's Kuma provider runs weighted canaries only"},
 	}, {
-		name: "route kind annotation",
-		edit: func(c *v1beta1.Canary) { c.Annotations[v1beta1.AnnotationRouteKind] = "HTTPRoute" },
+		name:   "route kind annotation",
+		edit:   func(c *v1beta1.Canary) { c.Annotations[v1beta1.AnnotationRouteKind] = "HTTPRoute" },
 		errors: []string{`metadata.annotations[coalmine.dev/route-kind]: Unsupported value: "HTTPRoute": supported values: "TrafficRoute", "MeshHTTPRoute"`},
 	}, {
 		name: "webhooks need a name and an http URL",
@@ -228,8 +234,8 @@ func TestValidateCanary(t *testing.T) {
 			`spec.analysis.webhooks[1].type: Unsupported value: "sometimes"`,
 		},
 	}, {
-		name: "provider is kuma",
-		edit: func(c *v1beta1.Canary) { c.Spec.Provider = "istio" },
+		name:   "provider is kuma",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Provider = "istio" },
 		errors: []string{`spec.provider: Unsupported value: "istio": supported values: "kuma"`},
 	}}
 

@@ -10,4 +10,10 @@
 //
 // The package agrees with the progression loop through the annotations and labels of
 // api/v1beta1 only; it never imports rollout.
+//
+// The Service validator reads through the manager's cache:
+//
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coalmine.dev,resources=canaries,verbs=get;list;watch
 package webhook

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 
@@ -64,14 +63,4 @@ func Handlers(c client.Reader, opts Options) map[string]admission.Handler {
 		PathValidateCanary:         &CanaryValidator{},
 		PathValidateMetricTemplate: &MetricTemplateValidator{},
 	}
-}
-
-// ServerTLSOptions are the TLS settings DESIGN §3 asks of the webhook server: TLS 1.2 or
-// newer and HTTP/1.1 only (controller-runtime offers h2 by default; HTTP/2 stays off
-// because of the rapid-reset class of attacks). Pass them as webhook.Options.TLSOpts.
-func ServerTLSOptions() []func(*tls.Config) {
-	return []func(*tls.Config){func(c *tls.Config) {
-		c.MinVersion = tls.VersionTLS12
-		c.NextProtos = []string{"http/1.1"}
-	}}
 }

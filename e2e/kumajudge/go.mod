@@ -7,7 +7,10 @@ replace (
 	github.com/envoyproxy/go-control-plane/envoy => ./third_party/envoy-empty
 )
 
-require github.com/kumahq/kuma v1.8.1
+require (
+	github.com/golang/protobuf v1.5.2
+	github.com/kumahq/kuma v1.8.1
+)
 
 require (
 	github.com/asaskevich/govalidator v0.0.0-20210307081110-f21760c49a8d // indirect
@@ -16,7 +19,6 @@ require (
 	github.com/envoyproxy/go-control-plane v0.10.2-0.20220325020618-49ff273808a1 // indirect
 	github.com/envoyproxy/protoc-gen-validate v0.6.7 // indirect
 	github.com/ghodss/yaml v1.0.0 // indirect
-	github.com/golang/protobuf v1.5.2 // indirect
 	github.com/kumahq/protoc-gen-kumadoc v0.3.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	golang.org/x/net v0.0.0-20220520000938-2e3eb7b945c2 // indirect
