@@ -189,7 +189,7 @@ func TestCertificateLifecycle(t *testing.T) {
 			return true, nil
 		})
 		t.Logf("new serving certificate served %s after the Secret was changed", time.Since(replaced).Round(time.Millisecond))
-		load.keepUp(2 * time.Second)
+		load.awaitMore(t, 20)
 		load.stop(t)
 
 		after := getTLSSecret(t, ctx)
@@ -235,7 +235,7 @@ func TestCertificateLifecycle(t *testing.T) {
 			return true, nil
 		})
 		t.Logf("certificate of the new CA served %s after the Secret was changed", time.Since(replaced).Round(time.Millisecond))
-		load.keepUp(2 * time.Second)
+		load.awaitMore(t, 20)
 		load.stop(t)
 
 		after := getTLSSecret(t, ctx)
@@ -333,8 +333,22 @@ func (p *admissionProbe) startLoad(t *testing.T) *admissionLoad {
 	return l
 }
 
-// keepUp lets the load run for d more (calls after the change, on new connections too).
-func (l *admissionLoad) keepUp(d time.Duration) { time.Sleep(d) }
+// awaitMore waits until n more calls have been answered by the webhook, so the load
+// covers the time after the change too.
+func (l *admissionLoad) awaitMore(t *testing.T, n int) {
+	t.Helper()
+	l.mu.Lock()
+	want := l.ok + n
+	l.mu.Unlock()
+	waitFor(t, 30*time.Second, func(context.Context) (bool, error) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.ok < want {
+			return false, fmt.Errorf("%d of %d admission calls answered by the webhook, %d not", l.ok, want, len(l.failures))
+		}
+		return true, nil
+	})
+}
 
 // stop ends the load and fails the test if any call was not answered by the webhook.
 func (l *admissionLoad) stop(t *testing.T) {

@@ -155,6 +155,28 @@ func tryApply(ctx context.Context, obj client.Object, opts ...client.ApplyOption
 	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj)
 }
 
+// requireRefused checks that the apiserver refuses obj both as a server-side apply and
+// as a create (dry runs, nothing is stored), and that the create's error is a refusal
+// (Invalid or Forbidden: schema, admission policy or webhook) mentioning want. A type
+// mismatch fails server-side apply before validation with a less helpful error, hence
+// the create.
+func requireRefused(t *testing.T, obj client.Object, want string) {
+	t.Helper()
+	ctx := testContext(t, 30*time.Second)
+	if err := tryApply(ctx, obj.DeepCopyObject().(client.Object), client.DryRunAll); err == nil {
+		t.Errorf("server-side apply of %T %s accepted, want it refused for %q", obj, client.ObjectKeyFromObject(obj), want)
+	}
+	err := k8s.Create(ctx, obj.DeepCopyObject().(client.Object), client.DryRunAll)
+	switch {
+	case err == nil:
+		t.Fatalf("create of %T %s accepted, want it refused for %q", obj, client.ObjectKeyFromObject(obj), want)
+	case !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err):
+		t.Fatalf("create of %T %s failed with %v, want an Invalid or Forbidden refusal", obj, client.ObjectKeyFromObject(obj), err)
+	case !strings.Contains(err.Error(), want):
+		t.Fatalf("refusal %q does not mention %q", err, want)
+	}
+}
+
 // toUnstructured converts a typed object for apply: apiVersion and kind from the
 // scheme, without status and the zero creationTimestamps typed objects carry.
 func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {

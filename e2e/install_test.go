@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -39,9 +40,12 @@ import (
 // Coalmine is one per cluster: its ClusterRole, bindings, CRDs and webhook configurations
 // have fixed names, and the sandbox runs a live install of them that other tests use. So
 // cluster-scoped objects are applied with server-side dry-run (judged in full, stored
-// nowhere), and namespaced ones really are applied, moved into a throwaway namespace
-// that carries the labels of coalmine's (the restricted Pod Security Standard): the
-// Deployment's ReplicaSet must then be allowed to create its pods.
+// nowhere) under a fresh name, so each is judged as the create of a first install, not
+// merged into the live sandbox object (whose webhooks call a loopback url, which the
+// shipped service clientConfig would join); CRDs keep their names (the live ones come
+// from the same manifests). Namespaced objects really are applied, moved into a
+// throwaway namespace that carries the labels of coalmine's (the restricted Pod Security
+// Standard): the Deployment's ReplicaSet must then be allowed to create its pods.
 
 // certManagerVersion is the cert-manager release whose CRDs the cert-manager install
 // is applied against.
@@ -167,6 +171,7 @@ func applyInstall(t *testing.T, source string, objs []*unstructured.Unstructured
 	objs = slices.Clone(objs)
 	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int { return rank(a) - rank(b) })
 
+	dryRunSuffix := "e2e-" + utilrand.String(6)
 	applied := map[string]int{}
 	var deployments []string
 	for _, o := range objs {
@@ -184,6 +189,9 @@ func applyInstall(t *testing.T, source string, objs []*unstructured.Unstructured
 		} else {
 			// The live install's objects of the same names must stay as they are.
 			opts = append(opts, client.DryRunAll)
+			if o.GetKind() != "CustomResourceDefinition" {
+				o.SetName(o.GetName() + "-" + dryRunSuffix)
+			}
 			applied["dry-run"]++
 		}
 		warnings.reset()

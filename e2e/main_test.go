@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/coalmine-dev/coalmine/sandbox"
 )
 
@@ -50,6 +53,18 @@ func runWithSandbox(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
+	// controller-runtime's logs (envtest, and the controllers scenarios run in-process)
+	// go to a file next to the sandbox's, not into the test output.
+	logFile, err := os.Create(filepath.Join(dir, "e2e-controllers.log"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer logFile.Close()
+	ctrllog.SetLogger(funcr.New(func(prefix, args string) {
+		fmt.Fprintln(logFile, time.Now().Format(time.RFC3339Nano), prefix, args)
+	}, funcr.Options{Verbosity: 1}))
+
 	ctx, cancel := context.WithTimeout(context.Background(), sandboxStartTimeout)
 	sb, err = sandbox.Start(ctx, sandbox.Options{
 		Dir:     dir,

@@ -124,20 +124,12 @@ func TestSmokeTrafficRouteIsJudgedLikeKuma(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			route := flaggerTrafficRoute(fmt.Sprintf("alice-%d.%s", i, ns), "mesh-a", ns)
 			tt.edit(route.Object)
-			err := tryApply(testContext(t, 30*time.Second), route)
-			if err == nil {
-				t.Cleanup(func() { _ = k8s.Delete(context.Background(), route) })
+			if tt.refused != "" {
+				requireRefused(t, route, tt.refused)
+				return
 			}
-			switch {
-			case tt.refused == "" && err != nil:
-				t.Fatalf("route refused: %v", err)
-			case tt.refused != "" && err == nil:
-				t.Fatalf("route accepted, want it refused for %q", tt.refused)
-			case tt.refused != "" && !(apierrors.IsInvalid(err) || apierrors.IsForbidden(err)):
-				t.Fatalf("route refused with %v, want an Invalid or Forbidden status", err)
-			case tt.refused != "" && !strings.Contains(err.Error(), tt.refused):
-				t.Fatalf("refusal %q does not mention %q", err, tt.refused)
-			}
+			apply(t, route)
+			t.Cleanup(func() { _ = k8s.Delete(context.Background(), route) })
 		})
 	}
 }
@@ -214,17 +206,11 @@ func TestSmokeMeshHTTPRouteSchema(t *testing.T) {
 					"to":        []any{to},
 				},
 			}}
-			err := tryApply(testContext(t, 30*time.Second), route)
-			switch {
-			case tt.refused == "" && err != nil:
-				t.Fatalf("route refused: %v", err)
-			case tt.refused != "" && err == nil:
-				t.Fatalf("route accepted, want it refused for %q", tt.refused)
-			case tt.refused != "" && !(apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)):
-				t.Fatalf("route refused with %v, want an Invalid status", err)
-			case tt.refused != "" && !strings.Contains(err.Error(), tt.refused):
-				t.Fatalf("refusal %q does not mention %q", err, tt.refused)
+			if tt.refused != "" {
+				requireRefused(t, route, tt.refused)
+				return
 			}
+			apply(t, route)
 		})
 	}
 }
@@ -264,6 +250,16 @@ func TestSmokeRBACIsEnforced(t *testing.T) {
 	})
 	if err := probe.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
 		t.Fatalf("list secrets with a configmap grant: %v, want Forbidden", err)
+	}
+
+	// The same identity through a kubeconfig file, for processes that take one.
+	kubeconfig, err := sb.KubeconfigFor(user, groups...)
+	if err != nil {
+		t.Fatalf("write kubeconfig: %v", err)
+	}
+	out, err := exec.CommandContext(ctx, sb.Kubectl, "--kubeconfig", kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput()
+	if err != nil || string(out) != user {
+		t.Fatalf("kubectl auth whoami = %q (%v), want %s", out, err, user)
 	}
 }
 
@@ -363,5 +359,98 @@ func missingFrom(want, got any, path string) string {
 			return fmt.Sprintf("%s: sent %v, stored %v", path, want, got)
 		}
 		return ""
+	}
+}
+
+// TestSmokeSecondControlPlane starts what multi-zone scenarios use as Kuma's Global
+// Control Plane: a second, control-plane-only sandbox next to the shared one.
+func TestSmokeSecondControlPlane(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t, 2*time.Minute)
+	global, err := sandbox.Start(ctx, sandbox.Options{ControlPlaneOnly: true, Binaries: sb.Binaries})
+	if err != nil {
+		t.Fatalf("start a second sandbox: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := global.Stop(); err != nil {
+			t.Errorf("stop the second sandbox: %v", err)
+		}
+	})
+	if global.Config.Host == sb.Config.Host || global.PrometheusURL != "" {
+		t.Errorf("second sandbox at %s with Prometheus %q, want its own apiserver and no Prometheus", global.Config.Host, global.PrometheusURL)
+	}
+	gc := newClient(t, global.Config)
+	route := flaggerTrafficRoute("alice.apps-a-mesh-a", "mesh-a", "apps-a-mesh-a")
+	if err := gc.Create(ctx, route); err != nil {
+		t.Fatalf("create a TrafficRoute on the second control plane: %v", err)
+	}
+	err = k8s.Get(ctx, client.ObjectKeyFromObject(route), route.DeepCopy())
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("the shared sandbox sees the second one's route: %v", err)
+	}
+}
+
+// TestSmokePrometheusRestart is the Prometheus-outage scenario's footing: stopped,
+// queries fail; started again, it serves the same URL with the data it had. It runs
+// before the parallel tests resume, so it disturbs none of them.
+func TestSmokePrometheusRestart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	up := prometheus.NewCounter(prometheus.CounterOpts{Name: "coalmine_e2e_restart_total", Help: "Counts scrapes."})
+	reg.MustRegister(up)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+	hostport := strings.TrimPrefix(srv.URL, "http://")
+	job := "restart-" + strings.ReplaceAll(hostport, ":", "-")
+	ctx := testContext(t, 2*time.Minute)
+	if err := sb.AddScrapeTarget(ctx, job, hostport); err != nil {
+		t.Fatalf("add scrape target: %v", err)
+	}
+	t.Cleanup(func() { _ = sb.RemoveScrapeTarget(context.Background(), job, hostport) })
+
+	pc, err := promapi.NewClient(promapi.Config{Address: sb.PrometheusURL, Client: &http.Client{Timeout: 2 * time.Second}})
+	if err != nil {
+		t.Fatalf("prometheus client: %v", err)
+	}
+	api := promv1.NewAPI(pc)
+	query := fmt.Sprintf(`count_over_time(coalmine_e2e_restart_total{job=%q}[10m])`, job)
+	samples := func(ctx context.Context) (float64, error) {
+		v, _, _, err := api.Query(ctx, query, time.Now())
+		if err != nil {
+			return 0, err
+		}
+		if vec, ok := v.(model.Vector); ok && len(vec) == 1 {
+			return float64(vec[0].Value), nil
+		}
+		return 0, fmt.Errorf("%s = %v", query, v)
+	}
+	var before float64
+	waitFor(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		n, err := samples(ctx)
+		before = n
+		return n >= 1, err
+	})
+
+	stoppedAt := time.Now()
+	if err := sb.StopPrometheus(); err != nil {
+		t.Fatalf("stop prometheus: %v", err)
+	}
+	if _, err := samples(ctx); err == nil {
+		t.Fatalf("a query succeeded while Prometheus was stopped")
+	}
+	if err := sb.StartPrometheus(ctx); err != nil {
+		t.Fatalf("start prometheus again: %v", err)
+	}
+	waitFor(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		n, err := samples(ctx)
+		if err == nil && n <= before {
+			err = fmt.Errorf("%v samples, want more than the %v before the restart", n, before)
+		}
+		return err == nil, err
+	})
+	// What was scraped before the outage is still there.
+	old := fmt.Sprintf(`coalmine_e2e_restart_total{job=%q}`, job)
+	v, _, _, err := api.Query(ctx, old, stoppedAt)
+	if vec, ok := v.(model.Vector); err != nil || !ok || len(vec) != 1 {
+		t.Fatalf("%s at %s = %v (%v), want the sample from before the restart", old, stoppedAt.Format(time.RFC3339Nano), v, err)
 	}
 }

@@ -13,9 +13,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -182,6 +184,8 @@ func (r *OptInReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("canary-opt-in").
+		// See Reconciler.SetupWithManager: app.Run may run twice in one process.
+		WithOptions(controller.Options{SkipNameValidation: ptr.To(true)}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(deployments)).
 		Watches(&v1beta1.Canary{}, handler.EnqueueRequestsFromMapFunc(targetOfCanary)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.annotatedInNamespace)).

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -80,7 +81,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
-		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: workers,
+			// controller-runtime refuses a controller name already used in this process.
+			// app.Run runs again in one process when coalmine restarts in e2e tests and the
+			// demo; there is never more than one manager at a time, so the name's metrics
+			// carry on rather than collide.
+			SkipNameValidation: ptr.To(true),
+		}).
 		For(&v1beta1.Canary{}).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfDeployment)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.canariesInNamespace)).

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/yaml"
 )
 
@@ -79,10 +80,13 @@ func installTrafficRoutePolicy(ctx context.Context, c client.Client) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Create(ctx, policy); err != nil {
+	// A sandbox restarted on its old Dir finds them in etcd already.
+	want := policy.Spec
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, policy, func() error { policy.Spec = want; return nil }); err != nil {
 		return fmt.Errorf("create TrafficRoute policy: %w", err)
 	}
-	if err := c.Create(ctx, binding); err != nil {
+	wantBinding := binding.Spec
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, binding, func() error { binding.Spec = wantBinding; return nil }); err != nil {
 		return fmt.Errorf("create TrafficRoute policy binding: %w", err)
 	}
 	probe := &unstructured.Unstructured{Object: map[string]any{

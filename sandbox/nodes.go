@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -111,6 +112,10 @@ func (s *Sandbox) startNodes(ctx context.Context) error {
 		// A /16 of pod IPs: benchmarks run many canaries.
 		"--cidr=10.244.0.1/16",
 		"--node-ip=10.240.0.1",
+		// The heartbeat-with-lease stage only renews a Lease when leases are on; without
+		// one the node-lifecycle controller marks the node NotReady after ~50 s and every
+		// pod with it, which stalls any scenario longer than that.
+		"--node-lease-duration-seconds=40",
 	)
 	if err != nil {
 		return err
@@ -177,7 +182,8 @@ func (s *Sandbox) createFakeNode(ctx context.Context) error {
 		},
 		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: fakeNodeKey, Value: "fake", Effect: corev1.TaintEffectNoSchedule}}},
 	}
-	if err := s.client.Create(ctx, node); err != nil {
+	// A sandbox restarted on its old Dir finds the node in etcd already.
+	if err := s.client.Create(ctx, node); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create fake node: %w", err)
 	}
 	return nil

@@ -114,6 +114,7 @@ func (s *Sandbox) StartPrometheus(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	addr := "127.0.0.1:" + strconv.Itoa(s.promPort)
 	p, err := startProcess("prometheus", s.Dir, s.Binaries.Prometheus,
 		"--config.file="+cfgPath,
@@ -121,6 +122,9 @@ func (s *Sandbox) StartPrometheus(ctx context.Context) error {
 		"--web.listen-address="+addr,
 		"--web.enable-remote-write-receiver",
 		"--web.enable-lifecycle",
+		// New targets reach the scrape loop after this throttle (default 5s): tests
+		// add targets at run time and wait for them.
+		"--scrape.discovery-reload-interval=500ms",
 		"--log.level=warn",
 	)
 	if err != nil {
@@ -137,6 +141,7 @@ func (s *Sandbox) StartPrometheus(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("wait for prometheus (log: %s): %w", p.logPath, err)
 	}
+	fmt.Fprintf(s.log, "sandbox: prometheus up in %s at %s\n", time.Since(start).Round(10*time.Millisecond), s.PrometheusURL)
 	return nil
 }
 
@@ -147,8 +152,10 @@ func (s *Sandbox) StopPrometheus() error {
 	if s.prom == nil {
 		return nil
 	}
+	start := time.Now()
 	err := s.prom.stop(15 * time.Second)
 	s.prom = nil
+	fmt.Fprintf(s.log, "sandbox: prometheus stopped in %s\n", time.Since(start).Round(10*time.Millisecond))
 	return err
 }
 

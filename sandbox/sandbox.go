@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,11 +118,9 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		fmt.Fprintf(s.log, "sandbox: controller-manager, scheduler and kwok node up in %s\n", time.Since(t).Round(10*time.Millisecond))
 	}
 	if opts.Prometheus == nil && !opts.ControlPlaneOnly || opts.Prometheus != nil && *opts.Prometheus {
-		t := time.Now()
 		if err := s.StartPrometheus(ctx); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(s.log, "sandbox: prometheus up in %s at %s\n", time.Since(t).Round(10*time.Millisecond), s.PrometheusURL)
 	}
 	fmt.Fprintf(s.log, "sandbox: ready in %s (state and logs in %s)\n", time.Since(start).Round(10*time.Millisecond), s.Dir)
 	return s, nil
@@ -167,6 +166,10 @@ func (s *Sandbox) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	etcdDir := filepath.Join(s.Dir, "etcd")
+	if err := os.MkdirAll(etcdDir, 0o700); err != nil {
+		return fmt.Errorf("create etcd directory: %w", err)
+	}
 	apiserverLog, err := s.openLog("kube-apiserver")
 	if err != nil {
 		return err
@@ -179,8 +182,11 @@ func (s *Sandbox) startControlPlane(ctx context.Context) error {
 	s.env = &envtest.Environment{
 		BinaryAssetsDirectory: binDir,
 		ControlPlane: envtest.ControlPlane{
-			APIServer:   &envtest.APIServer{CertDir: filepath.Join(s.Dir, "kube-apiserver"), Out: apiserverLog, Err: apiserverLog},
-			Etcd:        &envtest.Etcd{DataDir: filepath.Join(s.Dir, "etcd"), Out: etcdLog, Err: etcdLog},
+			// The apiserver's certificates go to a directory envtest makes and removes:
+			// envtest retries a failed start and does not regenerate certificates it
+			// finds, so a fixed directory would break its retry.
+			APIServer:   &envtest.APIServer{Out: apiserverLog, Err: apiserverLog},
+			Etcd:        &envtest.Etcd{DataDir: etcdDir, Out: etcdLog, Err: etcdLog},
 			KubectlPath: s.Binaries.Kubectl,
 		},
 		CRDDirectoryPaths:        append([]string{kumaCRDs}, s.opts.CRDDirs...),
@@ -253,19 +259,44 @@ func (s *Sandbox) openLog(name string) (*os.File, error) {
 }
 
 // writeKubeconfig writes the admin's kubeconfig to <Dir>/kubeconfig, context
-// "coalmine-sandbox".
+// "coalmine-sandbox", and the apiserver's CA to <Dir>/ca.crt.
 func (s *Sandbox) writeKubeconfig() error {
+	s.KubeconfigPath = filepath.Join(s.Dir, "kubeconfig")
+	if err := s.writeKubeconfigFile(s.KubeconfigPath, "", nil); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(s.Dir, "ca.crt"), s.Config.CAData, 0o644)
+}
+
+// KubeconfigFor writes a kubeconfig acting as user in groups (the admin's
+// certificate with impersonation, as Impersonate) to <Dir>/kubeconfig-<user> and
+// returns its path: for a process that takes a kubeconfig file, e.g. coalmine's
+// --mesh-kubeconfig pointing at a second sandbox.
+func (s *Sandbox) KubeconfigFor(user string, groups ...string) (string, error) {
+	safe := strings.Map(func(r rune) rune {
+		if r == '/' || r == ':' || r == os.PathSeparator {
+			return '_'
+		}
+		return r
+	}, user)
+	path := filepath.Join(s.Dir, "kubeconfig-"+safe)
+	return path, s.writeKubeconfigFile(path, user, groups)
+}
+
+func (s *Sandbox) writeKubeconfigFile(path, user string, groups []string) error {
 	const name = "coalmine-sandbox"
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: s.Config.Host, CertificateAuthorityData: s.Config.CAData}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: s.Config.CertData, ClientKeyData: s.Config.KeyData}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: s.Config.CertData, ClientKeyData: s.Config.KeyData,
+		Impersonate: user, ImpersonateGroups: groups,
+	}
 	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
 	cfg.CurrentContext = name
-	s.KubeconfigPath = filepath.Join(s.Dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, s.KubeconfigPath); err != nil {
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}
-	return os.WriteFile(filepath.Join(s.Dir, "ca.crt"), s.Config.CAData, 0o644)
+	return nil
 }
 
 // checkRBAC makes sure authorization is enforced: a service account nobody granted

@@ -3,14 +3,15 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
@@ -32,6 +33,13 @@ type DeploymentMutator struct {
 var _ admission.Handler = &DeploymentMutator{}
 
 // Handle implements admission.Handler.
+//
+// It is on the path of every update of a managed Deployment, so it decodes only what the
+// rule reads (name, labels, annotations, paused and the pod templates) in one pass per
+// object, hashes the old template only when the rule asks for its revision, and writes
+// the JSON patch operations directly instead of re-encoding the object and diffing it.
+// Fields it does not read are not decoded, so a malformed one (which the apiserver never
+// sends) is not refused here; the apiserver's own validation judges the object.
 func (m *DeploymentMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
 	// Status and scale subresources never change the template; HPA and kubectl scale
 	// pass. The shipped rules do not send them, this guards a hand-edited configuration.
@@ -41,23 +49,102 @@ func (m *DeploymentMutator) Handle(ctx context.Context, req admission.Request) a
 	if m.ControllerUsername != "" && req.UserInfo.Username == m.ControllerUsername {
 		return admission.Allowed("coalmine's own request")
 	}
-	// Case-sensitive, as the apiserver decodes: the typed view the rule reads and the
-	// generic view the patch edits must see the same fields.
-	var oldDep, newDep appsv1.Deployment
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.OldObject.Raw, &oldDep); err != nil {
+	oldDep, err := decodeDeploymentView(req.OldObject.Raw)
+	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old Deployment: %w", err))
 	}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &newDep); err != nil {
+	newDep, err := decodeDeploymentView(req.Object.Raw)
+	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode Deployment: %w", err))
 	}
-	ch := decideDeployment(&oldDep, &newDep)
+	ch := decideDeployment(oldDep, newDep)
 	if ch.empty() {
 		return admission.Allowed("")
 	}
-	log.FromContext(ctx).V(1).Info("mutate Deployment", "deployment", req.Namespace+"/"+req.Name,
-		"revision", ch.annotations[v1beta1.AnnotationRevision], "paused", ch.paused,
-		"dryRun", req.DryRun != nil && *req.DryRun)
-	return patchDeployment(req.Object.Raw, ch)
+	if logger := log.FromContext(ctx).V(1); logger.Enabled() {
+		logger.Info("mutate Deployment", "deployment", req.Namespace+"/"+req.Name,
+			"revision", ch.annotations[v1beta1.AnnotationRevision], "paused", ch.paused,
+			"dryRun", req.DryRun != nil && *req.DryRun)
+	}
+	patches := deploymentPatch(newDep, ch)
+	pt := admissionv1.PatchTypeJSONPatch
+	return admission.Response{
+		Patches:           patches,
+		AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, PatchType: &pt},
+	}.WithWarnings(ch.warnings...)
+}
+
+// deploymentView is the part of a Deployment the mutator reads, decoded in one pass. It
+// is decoded case-sensitively, as the apiserver decodes, so that the fields the rule reads
+// are the ones the patch edits. Nil pointers and maps are members that are missing or
+// null: the patch adds those.
+type deploymentView struct {
+	Metadata *struct {
+		Name        string            `json:"name"`
+		Namespace   string            `json:"namespace"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec *struct {
+		Paused   *bool                  `json:"paused"`
+		Template corev1.PodTemplateSpec `json:"template"`
+	} `json:"spec"`
+
+	revision string // of the template, once computed
+}
+
+func decodeDeploymentView(raw []byte) (*deploymentView, error) {
+	// Anything but an object (the apiserver never sends one) has nowhere to patch.
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	d := &deploymentView{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *deploymentView) name() (namespace, name string) {
+	if d.Metadata == nil {
+		return "", ""
+	}
+	return d.Metadata.Namespace, d.Metadata.Name
+}
+
+func (d *deploymentView) labels() map[string]string {
+	if d.Metadata == nil {
+		return nil
+	}
+	return d.Metadata.Labels
+}
+
+func (d *deploymentView) annotations() map[string]string {
+	if d.Metadata == nil {
+		return nil
+	}
+	return d.Metadata.Annotations
+}
+
+func (d *deploymentView) paused() bool {
+	return d.Spec != nil && d.Spec.Paused != nil && *d.Spec.Paused
+}
+
+var zeroTemplate corev1.PodTemplateSpec
+
+func (d *deploymentView) template() *corev1.PodTemplateSpec {
+	if d.Spec == nil {
+		return &zeroTemplate
+	}
+	return &d.Spec.Template
+}
+
+// templateRevision is v1beta1.TemplateRevision of the pod template, computed once.
+func (d *deploymentView) templateRevision() string {
+	if d.revision == "" {
+		d.revision = v1beta1.TemplateRevision(d.template())
+	}
+	return d.revision
 }
 
 // deploymentChange is what the mutator sets on the incoming Deployment.
@@ -89,24 +176,27 @@ func (c *deploymentChange) setAnnotation(k, v string) {
 // decideDeployment is the mutation rule for an update by anyone but coalmine. It depends
 // only on its arguments, so a re-invocation or a dry-run gets the same answer, and
 // applied to its own output it asks for nothing more.
-func decideDeployment(oldDep, newDep *appsv1.Deployment) deploymentChange {
+func decideDeployment(oldDep, newDep *deploymentView) deploymentChange {
 	var c deploymentChange
-	stable := oldDep.Annotations[v1beta1.AnnotationStableRevision]
+	oldLabels, oldAnnotations := oldDep.labels(), oldDep.annotations()
+	newLabels, newAnnotations := newDep.labels(), newDep.annotations()
+	stable := oldAnnotations[v1beta1.AnnotationStableRevision]
 	if stable == "" {
 		// Not initialised by the loop yet: nothing to compare with.
 		return c
 	}
-	ref := newDep.Namespace + "/" + newDep.Name
+	ns, name := newDep.name()
+	ref := ns + "/" + name
 
 	// Coalmine's metadata is the loop's, not the user's: a kubectl replace or a Flux apply
 	// of a manifest that never had it must not drop it, and nobody but coalmine may move
 	// the stable revision (that would let the next template change roll unguarded).
 	var restored []string
-	if v, ok := oldDep.Labels[v1beta1.LabelManaged]; ok && newDep.Labels[v1beta1.LabelManaged] != v {
+	if v, ok := oldLabels[v1beta1.LabelManaged]; ok && newLabels[v1beta1.LabelManaged] != v {
 		c.setLabel(v1beta1.LabelManaged, v)
 		restored = append(restored, "label "+v1beta1.LabelManaged)
 	}
-	if newDep.Annotations[v1beta1.AnnotationStableRevision] != stable {
+	if newAnnotations[v1beta1.AnnotationStableRevision] != stable {
 		c.setAnnotation(v1beta1.AnnotationStableRevision, stable)
 		restored = append(restored, "annotation "+v1beta1.AnnotationStableRevision)
 	}
@@ -115,19 +205,18 @@ func decideDeployment(oldDep, newDep *appsv1.Deployment) deploymentChange {
 			joinAnd(restored), ref))
 	}
 
-	oldTemplateRev := v1beta1.TemplateRevision(&oldDep.Spec.Template)
-	newRev := v1beta1.TemplateRevision(&newDep.Spec.Template)
-	recorded := oldDep.Annotations[v1beta1.AnnotationRevision]
-	wasActive := oldTemplateRev != stable || (recorded != "" && recorded != stable)
+	newRev := newDep.templateRevision()
+	oldTemplateRev := oldDep.templateRevision
+	recorded := oldAnnotations[v1beta1.AnnotationRevision]
+	newPaused := newDep.paused()
 
 	revision := recorded
-	switch {
-	case newRev != stable:
+	if newRev != stable {
 		// A new revision, or any update while one is under analysis or rolled back.
 		revision = newRev
-		if !newDep.Spec.Paused {
+		if !newPaused {
 			c.paused = new(true)
-			if newRev != oldTemplateRev {
+			if newRev != oldTemplateRev() {
 				c.warnings = append(c.warnings, fmt.Sprintf("coalmine: Deployment %s paused at new revision %s: the canary analysis decides whether it rolls (stable revision %s)",
 					ref, newRev, stable))
 			} else {
@@ -135,71 +224,92 @@ func decideDeployment(oldDep, newDep *appsv1.Deployment) deploymentChange {
 					ref, newRev, stable))
 			}
 		}
-	case wasActive:
-		// The template is back at the stable revision: nothing new would roll.
-		revision = stable
-		if newDep.Spec.Paused {
-			c.paused = new(false)
-			c.warnings = append(c.warnings, fmt.Sprintf("coalmine: Deployment %s is back at its stable revision %s: unpaused", ref, stable))
+	} else {
+		wasActive := recorded != "" && recorded != stable
+		if !wasActive {
+			wasActive = oldTemplateRev() != stable
 		}
-	default:
-		// No canary: replica changes, labels, the user's own pause pass. Only a revision
-		// annotation the request changed is put back, to the template's revision.
-		if _, ok := newDep.Annotations[v1beta1.AnnotationRevision]; ok && recorded == "" {
+		switch {
+		case wasActive:
+			// The template is back at the stable revision: nothing new would roll.
 			revision = stable
+			if newPaused {
+				c.paused = new(false)
+				c.warnings = append(c.warnings, fmt.Sprintf("coalmine: Deployment %s is back at its stable revision %s: unpaused", ref, stable))
+			}
+		default:
+			// No canary: replica changes, labels, the user's own pause pass. Only a revision
+			// annotation the request changed is put back, to the template's revision.
+			if _, ok := newAnnotations[v1beta1.AnnotationRevision]; ok && recorded == "" {
+				revision = stable
+			}
 		}
 	}
-	if revision != "" && newDep.Annotations[v1beta1.AnnotationRevision] != revision {
+	if revision != "" && newAnnotations[v1beta1.AnnotationRevision] != revision {
 		c.setAnnotation(v1beta1.AnnotationRevision, revision)
 	}
 	return c
 }
 
-// patchDeployment sets c on the raw object and answers with the JSON patch between the
-// two. It edits the generic JSON rather than the typed Deployment so that fields this
-// build of k8s.io/api does not know survive (kubebuilder#510).
-func patchDeployment(raw []byte, c deploymentChange) admission.Response {
-	var obj map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&obj); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode Deployment: %w", err))
-	}
-	meta := childMap(obj, "metadata")
-	if len(c.labels) > 0 {
-		labels := childMap(meta, "labels")
-		for k, v := range c.labels {
-			labels[k] = v
-		}
-	}
-	if len(c.annotations) > 0 {
-		annotations := childMap(meta, "annotations")
-		for k, v := range c.annotations {
-			annotations[k] = v
+// deploymentPatch writes the JSON patch operations that set c on the Deployment d was
+// decoded from: a member that is there is replaced, one that is missing is added, as a
+// diff of the two objects would say (a null member is added too: RFC 6902 add sets a
+// member whether or not it exists). Touching only these paths leaves every other field as
+// the apiserver sent it, including fields this build of k8s.io/api does not know
+// (kubebuilder#510). Sorted by path, the same request gives the same bytes.
+func deploymentPatch(d *deploymentView, c deploymentChange) []jsonpatch.Operation {
+	var ops []jsonpatch.Operation
+	if len(c.labels) > 0 || len(c.annotations) > 0 {
+		if d.Metadata == nil {
+			// No metadata object (or null): add it whole.
+			meta := map[string]any{}
+			if len(c.labels) > 0 {
+				meta["labels"] = c.labels
+			}
+			if len(c.annotations) > 0 {
+				meta["annotations"] = c.annotations
+			}
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata", meta))
+		} else {
+			ops = memberPatch(ops, "/metadata/labels", d.Metadata.Labels, c.labels)
+			ops = memberPatch(ops, "/metadata/annotations", d.Metadata.Annotations, c.annotations)
 		}
 	}
 	if c.paused != nil {
-		childMap(obj, "spec")["paused"] = *c.paused
+		switch {
+		case d.Spec == nil:
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec", map[string]any{"paused": *c.paused}))
+		case d.Spec.Paused != nil:
+			ops = append(ops, jsonpatch.NewOperation("replace", "/spec/paused", *c.paused))
+		default:
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/paused", *c.paused))
+		}
 	}
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encode Deployment: %w", err))
-	}
-	resp := admission.PatchResponseFromRaw(raw, out)
-	// CreatePatch walks maps in random order; sorted, the same request gives the same bytes.
-	sort.Stable(jsonpatch.ByPath(resp.Patches))
-	return resp.WithWarnings(c.warnings...)
+	sort.Stable(jsonpatch.ByPath(ops))
+	return ops
 }
 
-// childMap returns m[key] as an object, replacing a missing or null value with an empty one.
-func childMap(m map[string]any, key string) map[string]any {
-	if v, ok := m[key].(map[string]any); ok {
-		return v
+// memberPatch appends the operations that set the entries of set in the string map at
+// path, whose current state is cur.
+func memberPatch(ops []jsonpatch.Operation, path string, cur, set map[string]string) []jsonpatch.Operation {
+	switch {
+	case len(set) == 0:
+		return ops
+	case cur == nil:
+		return append(ops, jsonpatch.NewOperation("add", path, set))
 	}
-	v := map[string]any{}
-	m[key] = v
-	return v
+	for k, v := range set {
+		op := "add"
+		if _, ok := cur[k]; ok {
+			op = "replace"
+		}
+		ops = append(ops, jsonpatch.NewOperation(op, path+"/"+jsonPointerEscape.Replace(k), v))
+	}
+	return ops
 }
+
+// jsonPointerEscape escapes an object key for a JSON pointer (RFC 6901).
+var jsonPointerEscape = strings.NewReplacer("~", "~0", "/", "~1")
 
 func joinAnd(s []string) string {
 	switch len(s) {

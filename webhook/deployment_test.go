@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
@@ -283,4 +286,79 @@ func TestDeploymentMutatorRefusesGarbage(t *testing.T) {
 	if resp.Allowed || resp.Result.Code != http.StatusBadRequest {
 		t.Fatalf("want a 400 refusal, got %+v", resp.AdmissionResponse)
 	}
+}
+
+// The mutator writes its JSON patch operations directly; they must be the ones a diff of
+// the object before and after the change gives (what it did before it was made cheaper),
+// whatever shape the members it sets are in. A null member is the one exception: the
+// diff replaces it, the mutator adds it, which RFC 6902 defines to the same effect.
+func TestDeploymentPatchEqualsDiff(t *testing.T) {
+	change := deploymentChange{
+		labels:      map[string]string{v1beta1.LabelManaged: "true"},
+		annotations: map[string]string{v1beta1.AnnotationStableRevision: "s", v1beta1.AnnotationRevision: "r"},
+		paused:      new(true),
+	}
+	cases := []struct {
+		name string
+		raw  string
+		c    deploymentChange
+	}{
+		{"members exist with other keys",
+			`{"metadata":{"name":"a","labels":{"app":"a"},"annotations":{"x":"y"}},"spec":{"paused":false,"template":{}}}`, change},
+		{"keys exist with other values",
+			`{"metadata":{"labels":{"coalmine.dev/managed":"no"},"annotations":{"coalmine.dev/revision":"old","coalmine.dev/stable-revision":""}},"spec":{"paused":false}}`, change},
+		{"labels, annotations and paused missing",
+			`{"metadata":{"name":"a"},"spec":{"replicas":2}}`, change},
+		{"empty labels and annotations",
+			`{"metadata":{"labels":{},"annotations":{}},"spec":{}}`, change},
+		{"metadata and spec missing", `{"kind":"Deployment"}`, change},
+		{"only the revision annotation", `{"metadata":{"annotations":{"a/b~c":"1"}},"spec":{"paused":true}}`,
+			deploymentChange{annotations: map[string]string{v1beta1.AnnotationRevision: "r"}}},
+		{"unpause", `{"metadata":{},"spec":{"paused":true}}`, deploymentChange{paused: new(false)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := decodeDeploymentView([]byte(tc.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := deploymentPatch(d, tc.c)
+			want := diffPatch(t, []byte(tc.raw), tc.c)
+			if !bytes.Equal(mustJSON(t, got), mustJSON(t, want)) {
+				t.Fatalf("patch\n%s\nwant the diff's\n%s", mustJSON(t, got), mustJSON(t, want))
+			}
+		})
+	}
+}
+
+// diffPatch sets c on the generic JSON of raw and diffs the two, sorted by path.
+func diffPatch(t *testing.T, raw []byte, c deploymentChange) []jsonpatch.Operation {
+	t.Helper()
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		t.Fatal(err)
+	}
+	child := func(m map[string]any, key string) map[string]any {
+		if v, ok := m[key].(map[string]any); ok {
+			return v
+		}
+		v := map[string]any{}
+		m[key] = v
+		return v
+	}
+	if len(c.labels) > 0 || len(c.annotations) > 0 {
+		meta := child(obj, "metadata")
+		for k, v := range c.labels {
+			child(meta, "labels")[k] = v
+		}
+		for k, v := range c.annotations {
+			child(meta, "annotations")[k] = v
+		}
+	}
+	if c.paused != nil {
+		child(obj, "spec")["paused"] = *c.paused
+	}
+	resp := admission.PatchResponseFromRaw(raw, mustJSON(t, obj))
+	sort.Stable(jsonpatch.ByPath(resp.Patches))
+	return resp.Patches
 }

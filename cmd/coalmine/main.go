@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 
-	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -17,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "demo" {
-		ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+		// The demo owns the screen; coalmine's own logs go to a file it names.
 		os.Exit(demo.Main(ctrl.SetupSignalHandler(), os.Args[2:]))
 	}
 	var opts app.Options

@@ -19,12 +19,15 @@ import (
 	promapi "github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -78,9 +81,22 @@ func Main(ctx context.Context, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		fmt.Fprintf(cfg.Out, "demo: create %s: %v\n", cfg.OutDir, err)
+		return 1
+	}
+	logPath := filepath.Join(cfg.OutDir, "coalmine.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		fmt.Fprintf(cfg.Out, "demo: create %s: %v\n", logPath, err)
+		return 1
+	}
+	defer logFile.Close()
+	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), zap.UseDevMode(false), zap.Level(zapcore.Level(-1))))
 	out, err := Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(cfg.Out, "\ndemo failed: %v\n", err)
+		fmt.Fprintf(cfg.Out, "coalmine's log: %s\n", logPath)
 		if out.SandboxLogsDir != "" {
 			fmt.Fprintf(cfg.Out, "logs of every sandbox process: %s\n", out.SandboxLogsDir)
 		}
