@@ -4,10 +4,10 @@ package manifests
 
 import _ "embed"
 
-// WebhookConfigurations is webhook/webhooks.yaml: the MutatingWebhookConfiguration and
+// WebhookConfigurations is webhook/base/webhooks.yaml: the MutatingWebhookConfiguration and
 // the ValidatingWebhookConfiguration named coalmine.
 //
-//go:embed webhook/webhooks.yaml
+//go:embed webhook/base/webhooks.yaml
 var WebhookConfigurations []byte
 
 // WebhookSandboxKustomization is webhook/sandbox/kustomization.yaml, the overlay that

@@ -44,7 +44,7 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
-var updateChart = flag.Bool("update-chart", false, "copy manifests/crd, rbac/role.yaml and webhook/webhooks.yaml into the Helm chart")
+var updateChart = flag.Bool("update-chart", false, "copy manifests/crd, rbac/role.yaml and webhook/base/webhooks.yaml into the Helm chart")
 
 const (
 	ownNamespace = "coalmine-system"
@@ -589,8 +589,8 @@ func TestChartCopies(t *testing.T) {
 	// the chart's crds/ Helm would try to install it.
 	crds = slices.DeleteFunc(crds, func(f string) bool { return filepath.Base(f) == "kustomization.yaml" })
 	pairs := map[string]string{ // source -> copy
-		"rbac/role.yaml":        chartDir + "/files/role.yaml",
-		"webhook/webhooks.yaml": chartDir + "/files/webhooks.yaml",
+		"rbac/role.yaml":             chartDir + "/files/role.yaml",
+		"webhook/base/webhooks.yaml": chartDir + "/files/webhooks.yaml",
 	}
 	for _, c := range crds {
 		pairs[c] = chartDir + "/crds/" + filepath.Base(c)

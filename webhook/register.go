@@ -15,7 +15,7 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
-// The paths the handlers are served at; manifests/webhook/webhooks.yaml points at them.
+// The paths the handlers are served at; manifests/webhook/base/webhooks.yaml points at them.
 const (
 	PathMutateDeployment       = "/mutate-apps-v1-deployment"
 	PathValidateService        = "/validate-v1-service"

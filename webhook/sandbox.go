@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// SandboxConfigurations turns the shipped webhook configurations (manifests/webhook/
+// SandboxConfigurations turns the shipped webhook configurations (manifests/webhook/base/
 // webhooks.yaml, embedded as manifests.WebhookConfigurations) into ones that call a
 // coalmine running on this machine: each webhook's clientConfig.service becomes
 // url = baseURL + the service's path, with caBundle set. Rules, selectors and policies

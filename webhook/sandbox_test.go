@@ -5,23 +5,25 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/manifests"
 )
 
-// shipped decodes manifests/webhook/webhooks.yaml.
+// shipped decodes manifests/webhook/base/webhooks.yaml.
 func shipped(t *testing.T) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
 	t.Helper()
 	var m *admissionregistrationv1.MutatingWebhookConfiguration
@@ -224,74 +226,47 @@ func TestSandboxConfigurations(t *testing.T) {
 }
 
 // The kustomize overlay manifests/webhook/sandbox and SandboxConfigurations must agree:
-// apply the overlay's JSON6902 patches to the shipped YAML and compare.
+// render the overlay as `kubectl kustomize manifests/webhook/sandbox` does (kustomize as a
+// library, default load restrictions) and compare.
 func TestSandboxOverlayAgreesWithSandboxConfigurations(t *testing.T) {
 	var k struct {
 		Resources []string `json:"resources"`
-		Patches   []struct {
-			Target struct {
-				Group, Version, Kind, Name string
-			} `json:"target"`
-			Patch string `json:"patch"`
-		} `json:"patches"`
 	}
 	if err := yaml.Unmarshal(manifests.WebhookSandboxKustomization, &k); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(k.Resources, []string{"../"}) {
-		t.Errorf("resources %v, want the base ../", k.Resources)
+	if !slices.Equal(k.Resources, []string{"../base"}) {
+		t.Errorf("resources %v, want the shipped configurations ../base", k.Resources)
+	}
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join("..", "manifests", "webhook", "sandbox"))
+	if err != nil {
+		t.Fatalf("kustomize build manifests/webhook/sandbox: %v", err)
+	}
+	out, err := m.AsYaml()
+	if err != nil {
+		t.Fatal(err)
 	}
 	var fromOverlay []client.Object
-	for _, doc := range yamlDocs(t, manifests.WebhookConfigurations) {
+	for _, doc := range yamlDocs(t, bytes.ReplaceAll(out, []byte("127.0.0.1:9443"), []byte("127.0.0.1:40123"))) {
 		var tm metav1.TypeMeta
-		var om metav1.ObjectMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			t.Fatal(err)
 		}
-		if err := yaml.Unmarshal(doc, &struct {
-			Metadata *metav1.ObjectMeta `json:"metadata"`
-		}{&om}); err != nil {
-			t.Fatal(err)
-		}
-		j, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		patched := 0
-		for _, p := range k.Patches {
-			if p.Target.Kind != tm.Kind || p.Target.Name != om.Name || p.Target.Group+"/"+p.Target.Version != tm.APIVersion {
-				continue
-			}
-			pj, err := yaml.YAMLToJSON([]byte(p.Patch))
-			if err != nil {
-				t.Fatal(err)
-			}
-			jp, err := jsonpatch.DecodePatch(pj)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if j, err = jp.Apply(j); err != nil {
-				t.Fatalf("apply overlay patch to %s: %v", tm.Kind, err)
-			}
-			patched++
-		}
-		if patched != 1 {
-			t.Fatalf("%s/%s is patched %d times by the overlay, want once", tm.Kind, om.Name, patched)
-		}
-		j = bytes.ReplaceAll(j, []byte("127.0.0.1:9443"), []byte("127.0.0.1:40123"))
 		switch tm.Kind {
 		case "MutatingWebhookConfiguration":
 			var c admissionregistrationv1.MutatingWebhookConfiguration
-			if err := yaml.UnmarshalStrict(j, &c); err != nil {
+			if err := yaml.UnmarshalStrict(doc, &c); err != nil {
 				t.Fatal(err)
 			}
 			fromOverlay = append(fromOverlay, &c)
 		case "ValidatingWebhookConfiguration":
 			var c admissionregistrationv1.ValidatingWebhookConfiguration
-			if err := yaml.UnmarshalStrict(j, &c); err != nil {
+			if err := yaml.UnmarshalStrict(doc, &c); err != nil {
 				t.Fatal(err)
 			}
 			fromOverlay = append(fromOverlay, &c)
+		default:
+			t.Fatalf("overlay renders an unexpected %s", tm.Kind)
 		}
 	}
 	fromGo, err := SandboxConfigurations(manifests.WebhookConfigurations, "https://127.0.0.1:40123", nil)

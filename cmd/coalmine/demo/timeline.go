@@ -65,7 +65,7 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 	if span <= 0 {
 		span = 1
 	}
-	plotW := float64(svgWidth - marginLeft - 20)
+	plotW := float64(svgWidth - marginLeft - 120) // room for the last phase label
 	x := func(at time.Time) float64 { return marginLeft + at.Sub(start).Seconds()/span*plotW }
 
 	maxP99 := t.LatencyThreshold * 1.5
@@ -86,7 +86,7 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 		{"canary success rate (%)", 80, 100, func(s Sample) float64 { return s.SuccessRate }, t.SuccessThreshold, "#2b8a3e"},
 		{"canary p99 latency (ms)", 0, maxP99, func(s Sample) float64 { return s.P99 }, t.LatencyThreshold, "#1971c2"},
 	}
-	height := marginTop + len(panels)*(panelH+panelGap) + 30
+	height := marginTop + len(panels)*(panelH+panelGap) + 60
 
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", svgWidth, height)
@@ -135,6 +135,11 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%.0f" stroke="#868e96" stroke-dasharray="2 3"/>`+"\n", xs, xs, marginTop, bottom)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="10" transform="rotate(30 %.1f %.0f)" fill="#495057">%s %s</text>`+"\n",
 			xs+2, bottom+12+float64(k%2)*10, xs+2, bottom+12+float64(k%2)*10, html.EscapeString(s.Release), html.EscapeString(s.Phase))
+	}
+	// Time axis: seconds since the first sample.
+	for _, frac := range []float64{0, 0.25, 0.5, 0.75, 1} {
+		xs := marginLeft + frac*plotW
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle" fill="#495057">%.0fs</text>`+"\n", xs, height-4, frac*span)
 	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
