@@ -16,7 +16,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -53,6 +51,11 @@ const (
 	// scenarioTimeout bounds one scenario; a happy path takes about 12 intervals.
 	scenarioTimeout = 4 * time.Minute
 	simulatorJob    = "meshsim"
+	// simulatorRPS is each caller's request rate. At the first step (5%) the canary gets
+	// 10 requests a second: enough that a 20% error rate shows in the first check, which
+	// comes as early as 2s after the step (at the simulator's default 50 rps it may see
+	// no error yet and pass).
+	simulatorRPS = 200
 )
 
 // Releases of alice. The simulator reads a pod's behaviour from its env.
@@ -132,16 +135,13 @@ func startRolloutEnvironment() (*rolloutEnvironment, error) {
 
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
-	if err := leaseFakeNode(ctx, e.ctx); err != nil {
-		return nil, err
-	}
 	if e.port, err = demo.FreePort(); err != nil {
 		return nil, err
 	}
 	if err := demo.Install(ctx, sb, e.port); err != nil {
 		return nil, fmt.Errorf("install coalmine: %w", err)
 	}
-	if e.sim, err = meshsim.Start(e.ctx, meshsim.Options{Config: sb.Config}); err != nil {
+	if e.sim, err = meshsim.Start(e.ctx, meshsim.Options{Config: sb.Config, RPS: simulatorRPS}); err != nil {
 		return nil, fmt.Errorf("start mesh simulator: %w", err)
 	}
 	if err := sb.AddScrapeTarget(ctx, simulatorJob, e.sim.Addr()); err != nil {
@@ -157,64 +157,6 @@ func startRolloutEnvironment() (*rolloutEnvironment, error) {
 	fmt.Fprintf(os.Stderr, "e2e: coalmine (webhooks on 127.0.0.1:%d) and the mesh simulator (%s) up in %s\n",
 		e.port, e.sim.Addr(), time.Since(start).Round(10*time.Millisecond))
 	return e, nil
-}
-
-// fakeNodeLeaseHolder is the holder of the fake node's Lease when this package renews it.
-const fakeNodeLeaseHolder = "coalmine-e2e"
-
-// leaseFakeNode renews the fake node's Lease (kube-node-lease/kwok-node-0) every 10s until
-// runCtx ends, as a kubelet would.
-//
-// Workaround for the sandbox: it starts kwok without --node-lease-duration-seconds, so
-// nobody renews the Lease, and the node's only heartbeat is kwok's status update about
-// every 55s. The node lifecycle controller's grace period is 50s: the node goes NotReady
-// for a few seconds every minute, its pods are marked NotReady and stay so, and a canary
-// waiting for readiness waits forever. If the Lease is held by someone else (a kwok that
-// renews it), it is left alone.
-func leaseFakeNode(ctx, runCtx context.Context) error {
-	renew := func(ctx context.Context) (mine bool, err error) {
-		now := metav1.NewMicroTime(time.Now())
-		l := &coordinationv1.Lease{}
-		err = k8s.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: sandbox.FakeNodeName}, l)
-		switch {
-		case apierrors.IsNotFound(err):
-			l = &coordinationv1.Lease{
-				ObjectMeta: metav1.ObjectMeta{Namespace: corev1.NamespaceNodeLease, Name: sandbox.FakeNodeName},
-				Spec: coordinationv1.LeaseSpec{
-					HolderIdentity: ptr.To(fakeNodeLeaseHolder), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now,
-				},
-			}
-			return true, k8s.Create(ctx, l)
-		case err != nil:
-			return true, err
-		case ptr.Deref(l.Spec.HolderIdentity, "") != fakeNodeLeaseHolder:
-			return false, nil
-		}
-		l.Spec.RenewTime = &now
-		return true, k8s.Update(ctx, l)
-	}
-	if _, err := renew(ctx); err != nil {
-		return fmt.Errorf("lease the fake node: %w", err)
-	}
-	go func() {
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-time.After(10 * time.Second):
-			}
-			reqCtx, cancel := context.WithTimeout(runCtx, 5*time.Second)
-			mine, err := renew(reqCtx)
-			cancel()
-			if err != nil {
-				log.FromContext(runCtx).Error(err, "Renew the fake node's Lease")
-			}
-			if !mine {
-				return
-			}
-		}
-	}()
-	return nil
 }
 
 // stopCoalmine stops the shared coalmine. Its webhook fails closed for managed

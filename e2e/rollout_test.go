@@ -259,10 +259,12 @@ func TestRolloutControllerRestart(t *testing.T) {
 // plane (a second apiserver, --mesh-kubeconfig), never to the zone, and the mesh, reading
 // routes from the Global CP, splits the traffic by it.
 //
-// Two coalmines cannot both run the loop on the zone (different leader-election ids would
-// let both reconcile every Canary). So the shared one stops for this test, and the
-// multi-zone one takes over its webhook port: the installed webhook configurations and the
-// serving certificate (one Secret) stay valid, as they would for a second replica.
+// Two coalmines cannot both run the loop on the zone: with one leader-election Lease only
+// one of them leads, with two both would reconcile every Canary (and the shipped RBAC
+// grants the one Lease name only). So the shared one stops for this test, and the
+// multi-zone one takes over its webhook port and Lease: the installed webhook
+// configurations and the serving certificate (one Secret) stay valid, as they would for a
+// new replica.
 func TestRolloutMultiZone(t *testing.T) {
 	env := sharedRollout(t)
 	env.restartCoalmineAtCleanup(t)

@@ -44,6 +44,16 @@ func TargetNameIndex(obj client.Object) []string {
 type Reconciler struct {
 	// Client reads from the manager's cache and writes as coalmine's ServiceAccount.
 	Client client.Client
+	// APIReader reads the Canary itself at the start of every pass, around the cache.
+	// SetupWithManager defaults it to mgr.GetAPIReader(); nil means Client.
+	//
+	// Why not the cache: a pass queued while the previous one was writing the status
+	// sees the Canary as it was before that write. Right after a rollback such a pass
+	// still saw Progressing and created the canary Deployment again, left behind for good
+	// (on a real API server, at most rollbacks). Its status write does conflict, but only
+	// after its other writes are done. One GET per pass buys a pass that always starts
+	// from the last status.
+	APIReader client.Reader
 	// Recorder emits events.k8s.io Events on the Canary (mgr.GetEventRecorder).
 	Recorder events.EventRecorder
 	// Clock is the time source of every interval and deadline; nil is the real clock.
@@ -71,6 +81,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1beta1.Canary{}, IndexTargetName, TargetNameIndex); err != nil {
 		return fmt.Errorf("index canaries by %s: %w", IndexTargetName, err)
@@ -161,14 +174,19 @@ func request(namespace, name string) reconcile.Request {
 	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}
 }
 
-// Reconcile moves one Canary one step further. Each pass reads everything from the cache,
-// does at most the writes its step needs, and writes the status once if it changed. Events
+// Reconcile moves one Canary one step further. Each pass reads the Canary from the API
+// server (see APIReader) and everything else from the cache, does at most the writes its
+// step needs, and writes the status once if it changed. Events
 // and metrics follow a successful status write, so a pass that lost a conflict against a
 // fresher one leaves no trace.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
 	c := &v1beta1.Canary{}
-	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
+	if err := reader.Get(ctx, req.NamespacedName, c); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil

@@ -199,6 +199,9 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	if err != nil {
 		return out, err
 	}
+	if err := expectRunning(ctx, c, "ghcr.example/alice:1.1.0", false); err != nil {
+		return out, fmt.Errorf("after promotion: %w", err)
+	}
 	out.GoodPromoted = st.Phase == v1beta1.PhaseSucceeded
 	say("   promoted in %.0fs: alice runs 1.1.0, 100%% primary, alice-canary removed", out.GoodDuration.Seconds())
 
@@ -209,6 +212,9 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	out.BadDuration = time.Since(start)
 	if err != nil {
 		return out, err
+	}
+	if err := expectRunning(ctx, c, "ghcr.example/alice:1.1.0", true); err != nil {
+		return out, fmt.Errorf("after rollback: %w", err)
 	}
 	out.BadRolledBack = st.Phase == v1beta1.PhaseFailed
 	out.BadReason = st.Message
@@ -294,6 +300,57 @@ func ApplyDeployment(ctx context.Context, c client.Client, r Release) error {
 		},
 	}
 	return applyObject(ctx, c, d)
+}
+
+// expectRunning checks what the story promises: alice's ready pods all run image, the
+// Deployment is paused or not, and no canary Deployment is left.
+func expectRunning(ctx context.Context, c client.Client, image string, paused bool) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var last error
+	for {
+		last = checkRunning(ctx, c, image, paused)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func checkRunning(ctx context.Context, c client.Client, image string, paused bool) error {
+	var d appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: AppNamespace, Name: AppName}, &d); err != nil {
+		return fmt.Errorf("read Deployment %s: %w", AppName, err)
+	}
+	if d.Spec.Paused != paused {
+		return fmt.Errorf("Deployment %s paused=%t, want %t", AppName, d.Spec.Paused, paused)
+	}
+	var canary appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: AppNamespace, Name: AppName + v1beta1.CanarySuffix}, &canary); err == nil {
+		return fmt.Errorf("Deployment %s%s still exists", AppName, v1beta1.CanarySuffix)
+	}
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(AppNamespace), client.MatchingLabels{"app": AppName}); err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	running := 0
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if got := p.Spec.Containers[0].Image; got != image {
+			return fmt.Errorf("pod %s runs %s, want %s", p.Name, got, image)
+		}
+		running++
+	}
+	if running == 0 {
+		return fmt.Errorf("no pod of %s runs", AppName)
+	}
+	return nil
 }
 
 // SeedCanary is the seed's Canary with the demo's interval.

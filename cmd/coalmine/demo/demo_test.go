@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // TestDemoScenario runs `make demo`'s story with short intervals on its own sandbox: the
@@ -15,6 +19,12 @@ func TestDemoScenario(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: needs the sandbox")
 	}
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "coalmine.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var screen bytes.Buffer
