@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"runtime/debug"
@@ -22,9 +24,12 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/encoding/protowire"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // reqKey classifies one apiserver request: the namespace it concerns ("" for a
@@ -180,16 +185,17 @@ func (a requestCounts) minus(b requestCounts) requestCounts {
 // apiTally sums requestCounts of one namespace (or of all, namespace "*") by kind.
 type apiTally struct {
 	gets, listsWatches, writes, eventWrites, conflicts int64
-	// writesBy counts the writes other than events by "verb resource".
-	writesBy map[string]int64
+	// by counts every request by "verb resource".
+	by map[string]int64
 }
 
 func (a requestCounts) tally(namespace string) apiTally {
-	t := apiTally{writesBy: map[string]int64{}}
+	t := apiTally{by: map[string]int64{}}
 	for k, v := range a.requests {
 		if namespace != "*" && k.namespace != namespace {
 			continue
 		}
+		t.by[k.verb+" "+k.resource] += v
 		switch {
 		case k.verb == "get":
 			t.gets += v
@@ -199,7 +205,6 @@ func (a requestCounts) tally(namespace string) apiTally {
 			t.eventWrites += v
 		case isWrite(k.verb):
 			t.writes += v
-			t.writesBy[k.verb+" "+k.resource] += v
 		}
 	}
 	for k, v := range a.conflicts {
@@ -294,9 +299,12 @@ func measureMemory() memUsage {
 	return memUsage{heapInuse: ms.HeapInuse, heapAlloc: ms.HeapAlloc, rss: readRSS()}
 }
 
-// readRSS is VmRSS of /proc/self/status in bytes (0 if it cannot be read).
-func readRSS() uint64 {
-	f, err := os.Open("/proc/self/status")
+// readRSS is VmRSS of this process in bytes (0 if it cannot be read).
+func readRSS() uint64 { return readRSSOf("self") }
+
+// readRSSOf is VmRSS of /proc/<pid>/status in bytes.
+func readRSSOf(pid string) uint64 {
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
@@ -358,6 +366,60 @@ func (p *peakSampler) finish() (liveHeap, rss uint64) {
 	return p.liveHeap, p.rss
 }
 
+// loopStats are the progression loop's controller-runtime metrics, read from this
+// process's registry: reconciles and their time, and time Canaries waited in the queue.
+type loopStats struct {
+	reconciles, reconcileSeconds float64
+	queued, queueSeconds         float64
+}
+
+func readLoopStats() loopStats {
+	var s loopStats
+	mfs, err := crmetrics.Registry.Gather()
+	if err != nil {
+		return s
+	}
+	label := func(pairs []*dto.LabelPair, name string) string {
+		for _, p := range pairs {
+			if p.GetName() == name {
+				return p.GetValue()
+			}
+		}
+		return ""
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case mf.GetName() == "controller_runtime_reconcile_time_seconds" && label(m.GetLabel(), "controller") == "canary":
+				s.reconciles += float64(m.GetHistogram().GetSampleCount())
+				s.reconcileSeconds += m.GetHistogram().GetSampleSum()
+			case mf.GetName() == "workqueue_queue_duration_seconds" && label(m.GetLabel(), "name") == "canary":
+				s.queued += float64(m.GetHistogram().GetSampleCount())
+				s.queueSeconds += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return s
+}
+
+func (a loopStats) minus(b loopStats) loopStats {
+	return loopStats{
+		reconciles: a.reconciles - b.reconciles, reconcileSeconds: a.reconcileSeconds - b.reconcileSeconds,
+		queued: a.queued - b.queued, queueSeconds: a.queueSeconds - b.queueSeconds,
+	}
+}
+
+func (a loopStats) String() string {
+	mean := func(sum, n float64) float64 {
+		if n == 0 {
+			return 0
+		}
+		return sum / n * 1000
+	}
+	return fmt.Sprintf("%.0f reconciles, mean %.1f ms each, mean queue wait %.1f ms",
+		a.reconciles, mean(a.reconcileSeconds, a.reconciles), mean(a.queueSeconds, a.queued))
+}
+
 // Coalmine's goroutines carry this pprof label (goroutines inherit their creator's), so a
 // CPU profile tells coalmine's CPU from the benchmark's own.
 const (
@@ -368,12 +430,13 @@ const (
 // cpuProfile is a CPU profile of a window; an empty one if profiling was already on (go
 // test -cpuprofile).
 type cpuProfile struct {
-	buf bytes.Buffer
-	on  bool
+	name string
+	buf  bytes.Buffer
+	on   bool
 }
 
-func startCPUProfile() *cpuProfile {
-	p := &cpuProfile{}
+func startCPUProfile(name string) *cpuProfile {
+	p := &cpuProfile{name: name}
 	p.on = pprof.StartCPUProfile(&p.buf) == nil
 	return p
 }
@@ -386,11 +449,35 @@ func (p *cpuProfile) finish() (coalmine, total time.Duration, ok bool) {
 		return 0, 0, false
 	}
 	pprof.StopCPUProfile()
+	saveProfile("cpu-"+p.name+".pprof", p.buf.Bytes())
 	c, t, err := labelledCPU(p.buf.Bytes(), labelComponent, labelCoalmine)
 	if err != nil {
 		return 0, 0, false
 	}
 	return c, t, true
+}
+
+// saveProfile writes a profile into $COALMINE_BENCH_PROFILE_DIR, if set, for go tool pprof.
+func saveProfile(name string, data []byte) {
+	dir := os.Getenv("COALMINE_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, name), data, 0o644)
+	}
+}
+
+// saveHeapProfile writes the heap profile (in-use after a collection) like saveProfile.
+func saveHeapProfile(name string) {
+	if os.Getenv("COALMINE_BENCH_PROFILE_DIR") == "" {
+		return
+	}
+	runtime.GC()
+	var buf bytes.Buffer
+	if err := pprof.Lookup("heap").WriteTo(&buf, 0); err == nil {
+		saveProfile(name, buf.Bytes())
+	}
 }
 
 // labelledCPU reads a gzipped pprof profile (profile.proto) with just enough of the
@@ -533,4 +620,65 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 		}
 	}
 	return nil
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, url string
+		want              reqKey
+	}{
+		{"get a canary", "GET", "/apis/coalmine.dev/v1beta1/namespaces/ns1/canaries/a", reqKey{"ns1", "get", "canaries"}},
+		{"status update", "PUT", "/apis/coalmine.dev/v1beta1/namespaces/ns1/canaries/a/status", reqKey{"ns1", "update", "canaries/status"}},
+		{"cluster-wide watch", "GET", "/apis/apps/v1/deployments?allowWatchBookmarks=true&watch=true", reqKey{"", "watch", "deployments"}},
+		{"cluster-wide list", "GET", "/api/v1/services?limit=500", reqKey{"", "list", "services"}},
+		{"namespaced list", "GET", "/api/v1/namespaces/ns1/services", reqKey{"ns1", "list", "services"}},
+		{"get a namespace", "GET", "/api/v1/namespaces/ns1", reqKey{"", "get", "namespaces"}},
+		{"trafficroute counts with its app namespace", "PATCH", "/apis/kuma.io/v1alpha1/trafficroutes/app.ns1", reqKey{"ns1", "patch", "trafficroutes"}},
+		{"event", "POST", "/apis/events.k8s.io/v1/namespaces/ns1/events", reqKey{"ns1", "create", "events"}},
+		{"lease renewal", "PUT", "/apis/coordination.k8s.io/v1/namespaces/coalmine-system/leases/x", reqKey{"coalmine-system", "update", "leases"}},
+		{"delete", "DELETE", "/apis/apps/v1/namespaces/ns1/deployments/a-canary", reqKey{"ns1", "delete", "deployments"}},
+		{"discovery", "GET", "/apis/apps/v1", reqKey{verb: verbDiscovery}},
+		{"root discovery", "GET", "/api", reqKey{verb: verbDiscovery}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := url.Parse(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := classify(tc.method, u); got != tc.want {
+				t.Errorf("classify(%s %s) = %+v, want %+v", tc.method, tc.url, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestLabelledCPU profiles a labelled busy goroutine next to an unlabelled one and checks
+// the reader finds the labelled share.
+func TestLabelledCPU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("profiles for half a second")
+	}
+	p := startCPUProfile("test")
+	if !p.on {
+		t.Skip("CPU profiling already on")
+	}
+	spin := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	pprof.Do(context.Background(), pprof.Labels(labelComponent, labelCoalmine), func(context.Context) {
+		go func() { defer wg.Done(); spin(300 * time.Millisecond) }()
+	})
+	go func() { defer wg.Done(); spin(300 * time.Millisecond) }()
+	wg.Wait()
+	labelled, total, ok := p.finish()
+	if !ok {
+		t.Fatal("profile could not be read")
+	}
+	if labelled <= 0 || labelled >= total {
+		t.Errorf("labelled CPU %s of %s, want a part of it", labelled, total)
+	}
+	t.Logf("labelled %s of %s", labelled, total)
 }

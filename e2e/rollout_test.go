@@ -286,12 +286,9 @@ func TestRolloutMultiZone(t *testing.T) {
 	s := newScenario(t, env, scenarioOptions{routes: globalRoutes, routesLabel: "global"})
 
 	env.stopCoalmine(t)
-	env.runOwnCoalmine(t, func(o *app.Options) {
-		o.MeshRESTConfig = global.Config
-		o.LeaderElectionID = "coalmine-multizone.coalmine.dev"
-	})
+	env.runOwnCoalmine(t, func(o *app.Options) { o.MeshRESTConfig = global.Config })
 	simCtx, stopSim := context.WithCancel(env.ctx)
-	sim, err := meshsim.Start(simCtx, meshsim.Options{Config: sb.Config, RouteConfig: global.Config, Namespaces: []string{s.ns}})
+	sim, err := meshsim.Start(simCtx, meshsim.Options{Config: sb.Config, RouteConfig: global.Config, Namespaces: []string{s.ns}, RPS: simulatorRPS})
 	if err != nil {
 		stopSim()
 		t.Fatalf("start the multi-zone simulator: %v", err)

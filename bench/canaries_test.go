@@ -1,0 +1,425 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// Targets from the issue, printed next to the figures.
+const (
+	targetBaseMiB        = 40
+	targetKiBPerCanary   = 40
+	targetCPUmsPerCanary = 1.0
+	targetWritesPerRoll  = 18
+	targetSlowdown       = 1.15
+)
+
+// canarySizes are the N of BenchmarkConcurrentCanaries: 1, 50, 200, and 1000 when
+// COALMINE_BENCH_MAX allows it (slow on two cores). A smaller COALMINE_BENCH_MAX drops the
+// larger ones.
+func canarySizes() []int {
+	limit := 200
+	if v := os.Getenv("COALMINE_BENCH_MAX"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			limit = n
+		}
+	}
+	var out []int
+	for _, n := range []int{1, 50, 200, 1000} {
+		if n <= limit {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// canaryResult is what one sub-benchmark measured, for the closing table.
+type canaryResult struct {
+	n int
+	// initTime is from applying the apps and Canaries to all Initialized.
+	initTime time.Duration
+	// rolloutP50 and rolloutMax are from each app's image change to its Succeeded.
+	rolloutP50, rolloutMax, wall time.Duration
+	failed, failedChecks         int
+
+	heapPerCanary, rssPerCanary, peakLivePerCanary float64 // KiB
+	restHeap                                       uint64  // process heap in use before the apps
+
+	cpuMs, coalmineCPUms float64 // per canary per interval
+	profiled             bool
+
+	api        apiTally // per canary per rollout (divided on print)
+	initWrites float64  // non-event writes per canary to initialize
+	processAPI apiTally // requests not about an app namespace, whole rollout
+	promPerInt float64
+	loop       loopStats
+}
+
+func addLoop(a, b loopStats) loopStats {
+	return loopStats{
+		reconciles: a.reconciles + b.reconciles, reconcileSeconds: a.reconcileSeconds + b.reconcileSeconds,
+		queued: a.queued + b.queued, queueSeconds: a.queueSeconds + b.queueSeconds,
+	}
+}
+
+var (
+	resultsMu sync.Mutex
+	results   []canaryResult
+	// oneRollout is the N=1 rollout time, the reference of the slowdown ratio.
+	oneRollout time.Duration
+)
+
+// BenchmarkConcurrentCanaries runs N canaries at once in one namespace per N: N apps (one
+// replica each) with the seed's Canary (stepWeight 10 to maxWeight 50, interval 2s, both
+// builtin metrics, threshold 5) are initialised, then all get a new image at once by
+// server-side apply, and the benchmark waits until every Canary has Succeeded. One op is
+// one such rollout of all N. It reports coalmine's memory, CPU, apiserver requests and
+// Prometheus queries per canary, and how much longer the slowest of N took than one alone.
+func BenchmarkConcurrentCanaries(b *testing.B) {
+	e := sharedEnv(b)
+	sizes := canarySizes()
+	for _, n := range sizes {
+		b.Run("N="+strconv.Itoa(n), func(b *testing.B) { benchCanaries(b, e, n) })
+	}
+	printCanaryTable(e)
+}
+
+func benchCanaries(b *testing.B, e *env, n int) {
+	ctx := context.Background()
+	ns := fmt.Sprintf("bench-canaries-%d", n)
+	// Earlier N's canaries are gone before this one measures anything.
+	e.deleteNamespaces(ctx, b, "bench-apply-managed", "bench-apply-unmanaged")
+	if err := e.createNamespace(ctx, ns, true); err != nil {
+		b.Fatal(err)
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("app-%04d", i)
+	}
+	if err := e.waitQuiet(ctx, 2*time.Second, 2*time.Minute); err != nil {
+		b.Logf("measuring anyway: %v", err)
+	}
+	mem0 := measureMemory()
+	api0 := e.api.snapshot()
+
+	// Initialize: the apps at v1 and their Canaries, then all Initialized.
+	start := time.Now()
+	err := parallel(n, 8, func(i int) error {
+		if err := e.apply(ctx, appDeployment(ns, names[i], image(1))); err != nil {
+			return err
+		}
+		return e.apply(ctx, appCanary(ns, names[i]))
+	})
+	if err != nil {
+		b.Fatalf("create apps: %v", err)
+	}
+	_, err = e.waitCanaries(ctx, ns, names, 2*time.Minute+time.Duration(n)*300*time.Millisecond, func(c *v1beta1.Canary) bool {
+		return c.Status.Phase == v1beta1.PhaseInitialized || c.Status.Phase == v1beta1.PhaseSucceeded
+	})
+	if err != nil {
+		b.Fatalf("wait for Initialized: %v", err)
+	}
+	r := canaryResult{n: n, initTime: time.Since(start), restHeap: mem0.heapInuse}
+	if err := e.waitQuiet(ctx, 2*time.Second, 2*time.Minute); err != nil {
+		b.Logf("measuring anyway: %v", err)
+	}
+	r.initWrites = float64(e.api.snapshot().minus(api0).tally(ns).writes) / float64(n)
+	mem1 := measureMemory()
+	saveHeapProfile(fmt.Sprintf("heap-initialized-n%d.pprof", n))
+
+	var (
+		durations             []time.Duration
+		cpu, coalmineCPU      time.Duration
+		profiled              = true
+		apiRoll, processRoll  apiTally
+		promQueries           int64
+		peakLive              uint64
+		wall                  time.Duration
+		failed, failedChecks  int
+		apiBefore, apiAfter   requestCounts
+		promBefore, promAfter map[string]int64
+		loop                  loopStats
+	)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		before := map[string]string{}
+		var list v1beta1.CanaryList
+		if err := e.admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range list.Items {
+			before[c.Name] = c.Status.LastPromotedRevision + "/" + c.Status.FailedRevision
+		}
+		img := image(2 + i)
+		sampler := startPeakSampler(250 * time.Millisecond)
+		apiBefore, promBefore = e.api.snapshot(), e.prom.snapshot()
+		cpu0 := cpuTime()
+		prof := startCPUProfile(fmt.Sprintf("rollout-n%d-%d", n, i))
+		loop0 := readLoopStats()
+		b.StartTimer()
+
+		// The new revision for all at once, as one Flux reconciliation would.
+		start := time.Now()
+		appliedAt := make([]time.Time, n)
+		err := parallel(n, 16, func(j int) error {
+			if err := e.apply(ctx, appDeployment(ns, names[j], img)); err != nil {
+				return err
+			}
+			appliedAt[j] = time.Now()
+			return nil
+		})
+		if err != nil {
+			b.Fatalf("ship %s: %v", img, err)
+		}
+		doneAt, err := e.waitCanaries(ctx, ns, names, 3*time.Minute+time.Duration(n)*500*time.Millisecond, func(c *v1beta1.Canary) bool {
+			moved := c.Status.LastPromotedRevision+"/"+c.Status.FailedRevision != before[c.Name]
+			return moved && (c.Status.Phase == v1beta1.PhaseSucceeded || c.Status.Phase == v1beta1.PhaseFailed)
+		})
+		b.StopTimer()
+		wall += time.Since(start)
+		c, _, ok := prof.finish()
+		profiled = profiled && ok
+		cpu += cpuTime() - cpu0
+		coalmineCPU += c
+		apiAfter, promAfter = e.api.snapshot(), e.prom.snapshot()
+		loop = addLoop(loop, readLoopStats().minus(loop0))
+		live, _ := sampler.finish()
+		peakLive = max(peakLive, live)
+		if err != nil {
+			b.Fatalf("wait for Succeeded: %v", err)
+		}
+		for j, name := range names {
+			durations = append(durations, doneAt[name].Sub(appliedAt[j]))
+		}
+		diff := apiAfter.minus(apiBefore)
+		apiRoll = addTally(apiRoll, diff.tally(ns))
+		processRoll = addTally(processRoll, diff.tally("*"))
+		promQueries += promAfter[ns] - promBefore[ns]
+
+		list = v1beta1.CanaryList{}
+		if err := e.admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range list.Items {
+			failedChecks += c.Status.FailedChecks
+			if c.Status.Phase == v1beta1.PhaseFailed {
+				failed++
+			}
+		}
+	}
+	mem2 := measureMemory()
+
+	// Requests about the app namespace are coalmine's per-canary work; the rest of the
+	// process-wide tally (leases, cluster-wide watches) is reported apart.
+	processRoll = subTally(processRoll, apiRoll)
+
+	rollouts := float64(b.N)
+	perCanary := float64(n) * rollouts
+	intervals := perCanary * steps
+	slices.Sort(durations)
+	r.rolloutP50 = durations[len(durations)/2]
+	r.rolloutMax = durations[len(durations)-1]
+	r.wall = wall / time.Duration(b.N)
+	r.failed, r.failedChecks = failed, failedChecks
+	r.heapPerCanary = kib(int64(mem1.heapInuse)-int64(mem0.heapInuse)) / float64(n)
+	r.rssPerCanary = kib(int64(mem1.rss)-int64(mem0.rss)) / float64(n)
+	r.peakLivePerCanary = kib(int64(peakLive)-int64(mem0.heapAlloc)) / float64(n)
+	r.cpuMs = ms(cpu) / intervals
+	r.coalmineCPUms = ms(coalmineCPU) / intervals
+	r.profiled = profiled
+	r.api = apiRoll
+	r.processAPI = processRoll
+	r.promPerInt = float64(promQueries) / intervals
+	r.loop = loop
+	if n == 1 {
+		oneRollout = r.rolloutMax
+	}
+
+	b.ReportMetric(r.rolloutMax.Seconds(), "slowest-rollout-s")
+	b.ReportMetric(r.rolloutP50.Seconds(), "p50-rollout-s")
+	if oneRollout > 0 {
+		b.ReportMetric(float64(r.rolloutMax)/float64(oneRollout), "slowest/N=1")
+	}
+	b.ReportMetric(mib(e.atRest.heapInuse-e.beforeCoalmine.heapInuse), "coalmine-base-heap-MiB")
+	b.ReportMetric(mib(e.atRest.rss-e.beforeCoalmine.rss), "coalmine-base-rss-MiB")
+	if e.standaloneErr == nil {
+		b.ReportMetric(mib(e.standalone.rss), "standalone-base-rss-MiB")
+		b.ReportMetric(mib(e.standalone.heapInuse), "standalone-base-heap-MiB")
+	}
+	b.ReportMetric(r.heapPerCanary, "heap-KiB/canary")
+	b.ReportMetric(r.rssPerCanary, "rss-KiB/canary")
+	b.ReportMetric(r.peakLivePerCanary, "peak-live-heap-KiB/canary")
+	b.ReportMetric(r.cpuMs, "cpu-ms/canary/interval")
+	if profiled {
+		b.ReportMetric(r.coalmineCPUms, "coalmine-cpu-ms/canary/interval")
+	}
+	b.ReportMetric(float64(apiRoll.gets)/perCanary, "gets/canary")
+	b.ReportMetric(float64(apiRoll.listsWatches)/perCanary, "lists+watches/canary")
+	b.ReportMetric(float64(apiRoll.writes+apiRoll.eventWrites)/perCanary, "writes/canary")
+	b.ReportMetric(float64(apiRoll.writes)/perCanary, "non-event-writes/rollout")
+	b.ReportMetric(float64(apiRoll.eventWrites)/perCanary, "event-writes/rollout")
+	b.ReportMetric(float64(apiRoll.conflicts)/perCanary, "conflicts/rollout")
+	b.ReportMetric(r.promPerInt, "prom-queries/canary/interval")
+	b.ReportMetric(float64(failedChecks)/perCanary, "failed-checks/rollout")
+
+	b.Logf("N=%d: initialized in %s, rollout wall %s, %d failed, %d failed checks; heap in use at rest %.1f MiB (before the apps), %.1f MiB after init, %.1f MiB after the rollout",
+		n, r.initTime.Round(100*time.Millisecond), r.wall.Round(100*time.Millisecond), failed, failedChecks,
+		mib(mem0.heapInuse), mib(mem1.heapInuse), mib(mem2.heapInuse))
+	b.Logf("N=%d: per rollout of one canary: non-event writes %s; GETs %s", n,
+		formatBy(apiRoll.by, perCanary, nonEventWrites), formatBy(apiRoll.by, perCanary, getsOnly))
+	b.Logf("N=%d: requests outside the app namespace during the rollout (leader election, cluster-wide watches, certificates): %s",
+		n, formatBy(processRoll.by, 1, func(string) bool { return true }))
+	b.Logf("N=%d: progression loop during the rollout: %s (MaxConcurrentReconciles is the reconciler's default)", n, r.loop)
+
+	resultsMu.Lock()
+	results = slices.DeleteFunc(results, func(x canaryResult) bool { return x.n == n })
+	results = append(results, r)
+	resultsMu.Unlock()
+}
+
+func image(v int) string { return "ghcr.io/coalmine-dev/bench-app:v" + strconv.Itoa(v) }
+
+func addTally(a, b apiTally) apiTally {
+	out := apiTally{
+		gets: a.gets + b.gets, listsWatches: a.listsWatches + b.listsWatches,
+		writes: a.writes + b.writes, eventWrites: a.eventWrites + b.eventWrites,
+		conflicts: a.conflicts + b.conflicts, by: map[string]int64{},
+	}
+	for k, v := range a.by {
+		out.by[k] += v
+	}
+	for k, v := range b.by {
+		out.by[k] += v
+	}
+	return out
+}
+
+func subTally(a, b apiTally) apiTally {
+	neg := apiTally{
+		gets: -b.gets, listsWatches: -b.listsWatches, writes: -b.writes,
+		eventWrites: -b.eventWrites, conflicts: -b.conflicts, by: map[string]int64{},
+	}
+	for k, v := range b.by {
+		neg.by[k] = -v
+	}
+	out := addTally(a, neg)
+	for k, v := range out.by {
+		if v == 0 {
+			delete(out.by, k)
+		}
+	}
+	return out
+}
+
+// Filters of formatBy on "verb resource" keys.
+func getsOnly(k string) bool { return strings.HasPrefix(k, "get ") }
+func nonEventWrites(k string) bool {
+	verb, res, _ := strings.Cut(k, " ")
+	return isWrite(verb) && res != "events"
+}
+func listsAndWatches(k string) bool {
+	return strings.HasPrefix(k, "list ") || strings.HasPrefix(k, "watch ")
+}
+
+// formatBy lists the counts of m whose key keep accepts, divided by per.
+func formatBy(m map[string]int64, per float64, keep func(string) bool) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if keep(k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.3g", k, float64(m[k])/per))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func kib(b int64) float64  { return float64(b) / 1024 }
+func mib(b uint64) float64 { return float64(int64(b)) / (1 << 20) }
+func ms(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond)
+}
+
+// printCanaryTable prints what the sub-benchmarks measured next to the targets.
+func printCanaryTable(e *env) {
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
+	if len(results) == 0 {
+		return
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "\ncoalmine loop benchmark: N apps (1 replica) with the seed's Canary, %d steps of %d%%, interval %s, all shipped at once\n",
+		steps, stepWeight, analysisInterval)
+	fmt.Fprintf(&s, "this process = coalmine + the benchmark driver (the mesh simulator runs in a child process); coalmine started in %s\n",
+		e.startup.Round(100*time.Millisecond))
+	fmt.Fprintf(&s, "coalmine at rest (no Canary), target base <= %d MiB:\n", targetBaseMiB)
+	if e.standaloneErr == nil {
+		fmt.Fprintf(&s, "  bin/coalmine in its own process: RSS %.1f MiB, Go heap in use %.1f MiB (largest over %s after it was ready and leading)\n",
+			mib(e.standalone.rss), mib(e.standalone.heapInuse), e.standalone.window)
+	} else {
+		fmt.Fprintf(&s, "  bin/coalmine in its own process: not measured (%v)\n", e.standaloneErr)
+	}
+	fmt.Fprintf(&s, "  in this process: heap in use +%.1f MiB, RSS +%.1f MiB over the process before it started (process: heap %.1f MiB, RSS %.1f MiB)\n",
+		mib(e.atRest.heapInuse-e.beforeCoalmine.heapInuse), mib(e.atRest.rss-e.beforeCoalmine.rss),
+		mib(e.atRest.heapInuse), mib(e.atRest.rss))
+	fmt.Fprintf(&s, "  cluster-wide lists/watches at start: %s\n\n", e.informers)
+	fmt.Fprintf(&s, "| %-5s | %-17s | %-9s | %-23s | %-21s | %-13s | %-26s | %-12s | %-9s |\n",
+		"N", "rollout p50 / max", "max / N=1", "heap / RSS KiB per can.", "CPU ms/can./interval", "GET / LIST+W", "writes/rollout: non-event", "event writes", "Prom q/iv")
+	fmt.Fprintf(&s, "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dashes(7), dashes(19), dashes(11), dashes(25), dashes(23), dashes(15), dashes(28), dashes(14), dashes(11))
+	for _, r := range results {
+		per := float64(r.n)
+		ratio := "-"
+		if oneRollout > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(r.rolloutMax)/float64(oneRollout))
+		}
+		cpu := fmt.Sprintf("%.2f", r.cpuMs)
+		if r.profiled {
+			cpu += fmt.Sprintf(" (coalmine %.2f)", r.coalmineCPUms)
+		}
+		fmt.Fprintf(&s, "| %-5d | %-17s | %-9s | %-23s | %-21s | %-13s | %-26s | %-12s | %-9s |\n",
+			r.n,
+			fmt.Sprintf("%.1fs / %.1fs", r.rolloutP50.Seconds(), r.rolloutMax.Seconds()),
+			ratio,
+			fmt.Sprintf("%.1f / %.1f", r.heapPerCanary, r.rssPerCanary),
+			cpu,
+			fmt.Sprintf("%.1f / %.1f", float64(r.api.gets)/per, float64(r.api.listsWatches)/per),
+			fmt.Sprintf("%.1f", float64(r.api.writes)/per),
+			fmt.Sprintf("%.1f", float64(r.api.eventWrites)/per),
+			fmt.Sprintf("%.2f", r.promPerInt),
+		)
+	}
+	fmt.Fprintf(&s, "| %-5s | %-17s | %-9s | %-23s | %-21s | %-13s | %-26s | %-12s | %-9s |\n",
+		"target", "", fmt.Sprintf("<= %.2fx", targetSlowdown), fmt.Sprintf("<= %d", targetKiBPerCanary),
+		fmt.Sprintf("<= %.0f", targetCPUmsPerCanary), "cache (0 / 0)", fmt.Sprintf("<= %d", targetWritesPerRoll), "", "")
+	fmt.Fprintf(&s, "\nper canary: heap/RSS = growth after all N are Initialized (GC'd, pages returned; at N=1 it is noise); CPU = getrusage of this process over the rollout / N / %d intervals,\n", steps)
+	fmt.Fprintf(&s, "(coalmine) = the part of a CPU profile on coalmine's goroutines (pprof label; excludes background GC); GET/LIST/writes = apiserver requests under coalmine's\n")
+	fmt.Fprintf(&s, "identity naming the app namespace, from the image change to all Succeeded; Prom q/iv = queries through the counting proxy / N / %d.\n", steps)
+	for _, r := range results {
+		fmt.Fprintf(&s, "N=%d: initialized in %.1fs (%.1f non-event writes per canary), rollout wall %.1fs, %d failed, %d failed checks, peak live heap %.1f KiB/canary, conflicts %.2f/rollout; writes: %s\n",
+			r.n, r.initTime.Seconds(), r.initWrites, r.wall.Seconds(), r.failed, r.failedChecks, r.peakLivePerCanary,
+			float64(r.api.conflicts)/float64(r.n), formatBy(r.api.by, float64(r.n), nonEventWrites))
+	}
+	fmt.Print(s.String())
+}
+
+func dashes(n int) string { return strings.Repeat("-", n) }

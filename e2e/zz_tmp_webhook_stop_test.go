@@ -1,8 +1,0 @@
-package e2e
-
-import "testing"
-
-func TestWebhookZZStopExperiment(t *testing.T) {
-	env := sharedRollout(t)
-	env.stopCoalmine(t)
-}
