@@ -96,67 +96,120 @@ func weightSeq(parts ...[]int) []int {
 // rolloutEnvironment is what every rollout scenario shares: coalmine installed with the
 // shipped RBAC and webhook configurations and running in this process under its
 // ServiceAccount, and the mesh simulator scraped by the sandbox's Prometheus.
+//
+// It runs while at least one test uses it (sharedRollout) and stops when the last one
+// ends: TestMain stops the sandbox after the tests, and an apiserver with clients still
+// watching it (coalmine's and the simulator's informers) takes longer to stop than envtest
+// waits. Between two serial tests it stops and starts again, which takes a second.
 type rolloutEnvironment struct {
 	// port is the webhook port the installed configurations call. Whatever coalmine runs
 	// serves on it, so a replacement (restart, multi-zone) gets the admission traffic.
 	port int
-	// ctx carries the logger of coalmine and the simulator; it is never cancelled: they
-	// live as long as the test binary.
+	// ctx carries the logger of coalmine and the simulator; it is never cancelled.
 	ctx context.Context
-	sim *meshsim.Simulator
 	// dumpDir receives every TrafficRoute version a scenario observed, for Kuma's validator.
 	dumpDir string
 
 	mu       sync.Mutex
+	users    int
+	sim      *meshsim.Simulator
+	stopSim  context.CancelFunc
 	coalmine *demo.Instance
 }
 
 var (
-	rolloutOnce sync.Once
-	rolloutEnv  *rolloutEnvironment
-	rolloutErr  error
+	rolloutEnv     = &rolloutEnvironment{ctx: log.IntoContext(context.Background(), log.Log)}
+	rolloutInstall sync.Once
+	installErr     error
 )
 
-// sharedRollout starts the shared environment once for the package.
+// sharedRollout returns the shared environment, started for t and its parallel siblings,
+// and stopped when the last test using it ends.
 func sharedRollout(t *testing.T) *rolloutEnvironment {
 	t.Helper()
-	rolloutOnce.Do(func() { rolloutEnv, rolloutErr = startRolloutEnvironment() })
-	if rolloutErr != nil {
-		t.Fatalf("start coalmine and the mesh simulator: %v", rolloutErr)
+	e := rolloutEnv
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.users == 0 {
+		if err := e.up(); err != nil {
+			e.down()
+			t.Fatalf("start coalmine and the mesh simulator: %v", err)
+		}
 	}
-	return rolloutEnv
+	e.users++
+	t.Cleanup(func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.users--; e.users == 0 {
+			e.down()
+		}
+	})
+	return e
 }
 
-func startRolloutEnvironment() (*rolloutEnvironment, error) {
+// up installs coalmine (once) and starts the simulator and coalmine. Callers hold mu.
+func (e *rolloutEnvironment) up() error {
 	start := time.Now()
-	// Coalmine and the simulator log where TestMain sends controller-runtime's logs.
-	e := &rolloutEnvironment{ctx: log.IntoContext(context.Background(), log.Log)}
-	var err error
-
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
-	if e.port, err = demo.FreePort(); err != nil {
-		return nil, err
+	rolloutInstall.Do(func() { installErr = e.install(ctx) })
+	if installErr != nil {
+		return installErr
 	}
-	if err := demo.Install(ctx, sb, e.port); err != nil {
-		return nil, fmt.Errorf("install coalmine: %w", err)
+	simCtx, stopSim := context.WithCancel(e.ctx)
+	sim, err := meshsim.Start(simCtx, meshsim.Options{Config: sb.Config, RPS: simulatorRPS})
+	if err != nil {
+		stopSim()
+		return fmt.Errorf("start mesh simulator: %w", err)
 	}
-	if e.sim, err = meshsim.Start(e.ctx, meshsim.Options{Config: sb.Config, RPS: simulatorRPS}); err != nil {
-		return nil, fmt.Errorf("start mesh simulator: %w", err)
-	}
-	if err := sb.AddScrapeTarget(ctx, simulatorJob, e.sim.Addr()); err != nil {
-		return nil, fmt.Errorf("scrape the mesh simulator: %w", err)
+	e.sim, e.stopSim = sim, stopSim
+	if err := sb.AddScrapeTarget(ctx, simulatorJob, sim.Addr()); err != nil {
+		return fmt.Errorf("scrape the mesh simulator: %w", err)
 	}
 	if e.coalmine, err = demo.StartCoalmine(e.ctx, sb, e.port, nil); err != nil {
-		return nil, err
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "e2e: coalmine (webhooks on 127.0.0.1:%d) and the mesh simulator (%s) up in %s\n",
+		e.port, sim.Addr(), time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+func (e *rolloutEnvironment) install(ctx context.Context) error {
+	var err error
+	if e.port, err = demo.FreePort(); err != nil {
+		return err
+	}
+	if err := demo.Install(ctx, sb, e.port); err != nil {
+		return fmt.Errorf("install coalmine: %w", err)
 	}
 	e.dumpDir = filepath.Join(sb.Dir, "trafficroutes")
 	if err := os.MkdirAll(e.dumpDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create route dump directory: %w", err)
+		return fmt.Errorf("create route dump directory: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "e2e: coalmine (webhooks on 127.0.0.1:%d) and the mesh simulator (%s) up in %s\n",
-		e.port, e.sim.Addr(), time.Since(start).Round(10*time.Millisecond))
-	return e, nil
+	return nil
+}
+
+// down stops coalmine and the simulator. Callers hold mu.
+func (e *rolloutEnvironment) down() {
+	if e.coalmine != nil {
+		if err := e.coalmine.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: stop coalmine: %v\n", err)
+		}
+		e.coalmine = nil
+	}
+	if e.sim != nil {
+		e.stopSim()
+		<-e.sim.Done()
+		_ = sb.RemoveScrapeTarget(context.Background(), simulatorJob, e.sim.Addr())
+		e.sim, e.stopSim = nil, nil
+	}
+}
+
+// simAddr is the address of the running simulator.
+func (e *rolloutEnvironment) simAddr() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sim.Addr()
 }
 
 // stopCoalmine stops the shared coalmine. Its webhook fails closed for managed

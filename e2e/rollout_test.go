@@ -207,7 +207,7 @@ func TestRolloutPrometheusDown(t *testing.T) {
 			return
 		}
 		// Wait until it scrapes the simulator again, for the scenarios after this one.
-		if err := sb.AddScrapeTarget(ctx, simulatorJob, env.sim.Addr()); err != nil {
+		if err := sb.AddScrapeTarget(ctx, simulatorJob, env.simAddr()); err != nil {
 			t.Errorf("scrape the simulator again: %v", err)
 		}
 	}
