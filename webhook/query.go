@@ -2,52 +2,20 @@ package webhook
 
 import (
 	"fmt"
-	"strings"
 	"text/template"
 	"text/template/parse"
 
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
-// queryVars are the values of a MetricTemplate query's functions, as Flagger names them:
-// {{ name }}, {{ namespace }}, {{ target }}, {{ service }}, {{ interval }} and
-// {{ variables.key }}.
-//
-// This is the validation copy of the loop's renderer (rollout/analysis), which the webhook
-// may not import. It belongs in api/v1beta1 so both use one; until it moves there, keep
-// the function set of both in step.
-type queryVars struct {
-	Name, Namespace, Target, Service, Interval string
-	Variables                                  map[string]string
-}
+// queryVars and renderQuery are the shared query renderer of api/v1beta1, non-strict:
+// admission renders sample values, and a variable the sample lacks renders empty.
+type queryVars = v1beta1.QueryVars
 
-// renderQuery executes tmpl with vars. A variable the map lacks renders empty.
 func renderQuery(tmpl string, vars queryVars) (string, error) {
-	t, err := parseQueryTemplate(tmpl, vars)
-	if err != nil {
-		return "", err
-	}
-	var b strings.Builder
-	if err := t.Execute(&b, nil); err != nil {
-		return "", fmt.Errorf("render query template: %w", err)
-	}
-	return b.String(), nil
-}
-
-func parseQueryTemplate(tmpl string, vars queryVars) (*template.Template, error) {
-	str := func(s string) func() string { return func() string { return s } }
-	t, err := template.New("query").Option("missingkey=zero").Funcs(template.FuncMap{
-		"name":      str(vars.Name),
-		"namespace": str(vars.Namespace),
-		"target":    str(vars.Target),
-		"service":   str(vars.Service),
-		"interval":  str(vars.Interval),
-		"variables": func() map[string]string { return vars.Variables },
-	}).Parse(tmpl)
-	if err != nil {
-		return nil, fmt.Errorf("parse query template: %w", err)
-	}
-	return t, nil
+	return v1beta1.RenderQuery(tmpl, vars, false)
 }
 
 // Sample values a query is rendered with before PromQL parses it. A variable can stand
@@ -62,7 +30,7 @@ var (
 
 // checkQuery renders tmpl with sample values and parses the result as PromQL.
 func checkQuery(tmpl string) error {
-	t, err := parseQueryTemplate(tmpl, sampleVars)
+	t, err := v1beta1.ParseQueryTemplate(tmpl, sampleVars, false)
 	if err != nil {
 		return err
 	}

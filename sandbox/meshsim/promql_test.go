@@ -19,37 +19,14 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	coalminev1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
-// The seed's queries (seed/flagger-kuma-poc-writeup.md), verbatim but for the templating.
-const (
-	seedSuccessRate = `sum(
-	rate(
-		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
-			envoy_response_code!~"5.*"
-		}[{{ interval }}]
-	)
-) 
-/ 
-sum(
-	rate(
-		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
-		}[{{ interval }}]
-	)
-) 
-* 100`
-	seedDuration = `histogram_quantile(
-	0.99,
-	sum(
-		rate(
-			envoy_cluster_upstream_rq_time_bucket{
-				envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
-			}[{{ interval }}]
-		)
-	) by (le)
-)`
+// The seed's queries, as coalmine's builtins carry them verbatim.
+var (
+	seedSuccessRate, _ = coalminev1beta1.BuiltinQuery(coalminev1beta1.MetricRequestSuccessRate)
+	seedDuration, _    = coalminev1beta1.BuiltinQuery(coalminev1beta1.MetricRequestDuration)
 )
 
 // TestSeedPromQL scrapes the simulator each simulated second, as the sandbox's Prometheus

@@ -1,0 +1,108 @@
+package v1beta1
+
+import (
+	"fmt"
+	"strings"
+	"text/template"
+)
+
+// The builtin queries, exactly as the seed (and Flagger's Kuma provider) writes them: the
+// callers' outbound Envoy clusters towards any port of the canary Service.
+const (
+	requestSuccessRateQuery = `sum(
+	rate(
+		envoy_cluster_upstream_rq{
+			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+			envoy_response_code!~"5.*"
+		}[{{ interval }}]
+	)
+) 
+/ 
+sum(
+	rate(
+		envoy_cluster_upstream_rq{
+			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+		}[{{ interval }}]
+	)
+) 
+* 100`
+
+	requestDurationQuery = `histogram_quantile(
+	0.99,
+	sum(
+		rate(
+			envoy_cluster_upstream_rq_time_bucket{
+				envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+			}[{{ interval }}]
+		)
+	) by (le)
+)`
+)
+
+// BuiltinQuery is the query template of a builtin metric (request-success-rate, in
+// percent; request-duration, the p99 in milliseconds).
+func BuiltinQuery(name string) (string, bool) {
+	switch name {
+	case MetricRequestSuccessRate:
+		return requestSuccessRateQuery, true
+	case MetricRequestDuration:
+		return requestDurationQuery, true
+	}
+	return "", false
+}
+
+// QueryVars are the values a query template sees, through Flagger's function names:
+// {{ name }}, {{ namespace }}, {{ target }}, {{ service }}, {{ interval }} and
+// {{ variables.key }}. The loop renders real queries with them and admission renders
+// sample ones, so both live here, where webhook and rollout agree.
+type QueryVars struct {
+	Name      string            // the Canary's name
+	Namespace string            // the Canary's namespace
+	Target    string            // spec.targetRef.name
+	Service   string            // the apex Service name
+	Interval  string            // the metric's interval as a PromQL duration, e.g. 1m
+	Variables map[string]string // the metric's templateVariables
+}
+
+// ParseQueryTemplate parses tmpl with the query functions bound to vars. Strict makes an
+// undefined {{ variables.x }} an error at execution; otherwise it renders empty, so a
+// template can be checked with sample values alone.
+func ParseQueryTemplate(tmpl string, vars QueryVars, strict bool) (*template.Template, error) {
+	variables := vars.Variables
+	if variables == nil {
+		variables = map[string]string{}
+	}
+	t := template.New("query").Funcs(template.FuncMap{
+		"name":      func() string { return vars.Name },
+		"namespace": func() string { return vars.Namespace },
+		"target":    func() string { return vars.Target },
+		"service":   func() string { return vars.Service },
+		"interval":  func() string { return vars.Interval },
+		// {{ variables.key }} parses as a call of variables followed by a field of its
+		// result, which text/template resolves as a map lookup.
+		"variables": func() map[string]string { return variables },
+	})
+	if strict {
+		t = t.Option("missingkey=error")
+	} else {
+		t = t.Option("missingkey=zero") // not text/template's "<no value>"
+	}
+	t, err := t.Parse(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("parse query template: %w", err)
+	}
+	return t, nil
+}
+
+// RenderQuery fills a query template (see ParseQueryTemplate for strict).
+func RenderQuery(tmpl string, vars QueryVars, strict bool) (string, error) {
+	t, err := ParseQueryTemplate(tmpl, vars, strict)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, nil); err != nil {
+		return "", fmt.Errorf("render query template: %w", err)
+	}
+	return b.String(), nil
+}
