@@ -17,6 +17,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -189,23 +191,30 @@ func (m *Manager) Ensure(ctx context.Context) error {
 		return err
 	}
 	bundle := caBundle(data, m.opts.Clock.Now())
-	changed, err := writeFiles(m.opts.CertDir, data[KeyCert], data[KeyKey])
-	if err != nil {
-		return fmt.Errorf("write serving certificate: %w", err)
+	// Inject first: the bundle still holds the previous CA, so the certificate being
+	// served stays trusted, and a rotated one is only served once the apiserver trusts
+	// its CA. On first start there is nothing served yet, so the files go out regardless.
+	injectErr := m.inject(ctx, bundle)
+	if injectErr == nil {
+		m.state.Lock()
+		m.injected = bundle
+		m.state.Unlock()
 	}
-	if changed {
-		logger.Info("Wrote serving certificate", "dir", m.opts.CertDir, "notAfter", notAfter(data[KeyCert]))
+	if _, statErr := os.Stat(filepath.Join(m.opts.CertDir, FileCert)); injectErr == nil || statErr != nil {
+		changed, err := writeFiles(m.opts.CertDir, data[KeyCert], data[KeyKey])
+		if err != nil {
+			return fmt.Errorf("write serving certificate: %w", err)
+		}
+		if changed {
+			logger.Info("Wrote serving certificate", "dir", m.opts.CertDir, "notAfter", notAfter(data[KeyCert]))
+		}
+		m.state.Lock()
+		m.served = bundle
+		m.state.Unlock()
 	}
-	m.state.Lock()
-	m.served = bundle
-	m.state.Unlock()
-
-	if err := m.inject(ctx, bundle); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotInjected, err)
+	if injectErr != nil {
+		return fmt.Errorf("%w: %w", ErrNotInjected, injectErr)
 	}
-	m.state.Lock()
-	m.injected = bundle
-	m.state.Unlock()
 	return nil
 }
 
