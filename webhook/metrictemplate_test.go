@@ -13,23 +13,7 @@ import (
 )
 
 // The seed's success-rate query, as a MetricTemplate would carry it.
-const seedSuccessRateQuery = `sum(
-	rate(
-		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
-			envoy_response_code!~"5.*"
-		}[{{ interval }}]
-	)
-)
-/
-sum(
-	rate(
-		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
-		}[{{ interval }}]
-	)
-)
-* 100`
+var seedSuccessRateQuery, _ = v1beta1.BuiltinQuery(v1beta1.MetricRequestSuccessRate)
 
 func metricTemplate(query string) *v1beta1.MetricTemplate {
 	return &v1beta1.MetricTemplate{
