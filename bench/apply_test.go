@@ -17,6 +17,12 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
+// Namespaces of BenchmarkApplyOverhead: one in the webhook's scope, one out of it.
+const (
+	managedNS = "bench-apply-managed"
+	plainNS   = "bench-apply-unmanaged"
+)
+
 // BenchmarkApplyOverhead times a server-side apply of an image change through the
 // apiserver for a managed Deployment (the mutating webhook is called and pauses it) and for
 // an unmanaged one in a namespace outside the webhook's namespaceSelector (the apiserver
@@ -27,11 +33,7 @@ import (
 func BenchmarkApplyOverhead(b *testing.B) {
 	e := sharedEnv(b)
 	ctx := context.Background()
-	const (
-		managedNS = "bench-apply-managed"
-		plainNS   = "bench-apply-unmanaged"
-		name      = "web"
-	)
+	const name = "web"
 	samples := 200
 	if v, err := strconv.Atoi(os.Getenv("COALMINE_BENCH_APPLIES")); err == nil && v > 0 {
 		samples = v

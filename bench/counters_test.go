@@ -18,7 +18,6 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -288,7 +287,7 @@ func (q *queryCounter) snapshot() map[string]int64 {
 // memUsage is the process's memory after a full collection that returned freed pages to
 // the OS, so RSS follows the live heap rather than garbage.
 type memUsage struct {
-	heapInuse, heapAlloc, rss uint64
+	heapInuse, rss uint64
 }
 
 func measureMemory() memUsage {
@@ -296,7 +295,7 @@ func measureMemory() memUsage {
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return memUsage{heapInuse: ms.HeapInuse, heapAlloc: ms.HeapAlloc, rss: readRSS()}
+	return memUsage{heapInuse: ms.HeapInuse, rss: readRSS()}
 }
 
 // readRSS is VmRSS of this process in bytes (0 if it cannot be read).
@@ -326,44 +325,6 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// peakSampler samples the live heap (as of the last collection, no forced GC) and RSS
-// while a rollout runs.
-type peakSampler struct {
-	stop chan struct{}
-	done chan struct{}
-
-	liveHeap, rss uint64
-}
-
-func startPeakSampler(every time.Duration) *peakSampler {
-	p := &peakSampler{stop: make(chan struct{}), done: make(chan struct{})}
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	go func() {
-		defer close(p.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			metrics.Read(sample)
-			if sample[0].Value.Kind() == metrics.KindUint64 {
-				p.liveHeap = max(p.liveHeap, sample[0].Value.Uint64())
-			}
-			p.rss = max(p.rss, readRSS())
-			select {
-			case <-p.stop:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return p
-}
-
-func (p *peakSampler) finish() (liveHeap, rss uint64) {
-	close(p.stop)
-	<-p.done
-	return p.liveHeap, p.rss
 }
 
 // loopStats are the progression loop's controller-runtime metrics, read from this

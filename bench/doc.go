@@ -4,6 +4,15 @@
 // Deployment webhook adds to a server-side apply through the apiserver.
 //
 // `make bench` runs them with -benchtime 1x. They report figures and the targets to compare
-// them with; they never fail on a timing. COALMINE_BENCH_MAX caps the largest N (default
-// 200; 1000 adds N=1000).
+// them with; they never fail on a timing (a wait that runs out of time skips the rest of
+// that sub-benchmark, says so in the table and keeps the sandbox's logs). Environment:
+//
+//	COALMINE_BENCH_MAX          largest N of BenchmarkConcurrentCanaries (default 200; 1000 adds N=1000)
+//	COALMINE_BENCH_APPLIES      applies of each kind per op of BenchmarkApplyOverhead (default 200)
+//	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profile
+//	                            after initialization there, for go tool pprof
+//
+// The process running the benchmarks hosts coalmine (in-process, under its ServiceAccount)
+// and the benchmark's driver; the mesh traffic simulator runs in a child process so its
+// memory and CPU are not counted as coalmine's.
 package bench

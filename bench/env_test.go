@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -15,27 +16,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -73,9 +74,13 @@ func TestMain(m *testing.M) {
 		os.Exit(runSimulator(kubeconfig))
 	}
 	flag.Parse()
+	if os.Getenv("COALMINE_BENCH_PROFILE_DIR") != "" {
+		// Finer heap profiles than the default one sample per 512 KiB.
+		runtime.MemProfileRate = 16 * 1024
+	}
 	code := m.Run()
 	if shared != nil {
-		shared.stop()
+		shared.stop(code == 0)
 	}
 	os.Exit(code)
 }
@@ -132,6 +137,9 @@ type env struct {
 	standalone    standaloneUsage
 	standaloneErr error
 
+	// keepLogs keeps the sandbox's directory: a wait ran out of time.
+	keepLogs atomic.Bool
+
 	// namespaces created by earlier sub-benchmarks, deleted before the next one measures.
 	mu         sync.Mutex
 	namespaces []string
@@ -182,6 +190,8 @@ func (e *env) start() error {
 		Dir:     dir,
 		Log:     os.Stderr,
 		CRDDirs: []string{filepath.Join(root, "manifests", "crd")},
+		// envtest's /24 holds 254 Service IPs; every canary takes three.
+		APIServerFlags: map[string]string{"service-cluster-ip-range": "10.0.0.0/16"},
 	})
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
@@ -258,9 +268,10 @@ type standaloneUsage struct {
 }
 
 // measureStandalone builds bin/coalmine, runs it against the sandbox under the
-// ServiceAccount (a leader-election ID of its own, so it runs its loop too, with no Canary
-// to work on) and reads its memory at rest: the base figure without this test process
-// around coalmine. Then it stops it.
+// ServiceAccount and reads its memory at rest: the base figure without this test process
+// around coalmine. Then it stops it. It runs without leader election (the Lease is the
+// in-process coalmine's, and RBAC only lets coalmine renew that one name): with no Canary
+// in the cluster yet the two have nothing to share.
 func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsage, error) {
 	var u standaloneUsage
 	bin := filepath.Join(e.sb.Dir, "coalmine")
@@ -281,22 +292,22 @@ func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsa
 			return u, err
 		}
 	}
-	logFile, err := os.Create(filepath.Join(e.sb.Dir, "coalmine-standalone.log"))
+	logPath := filepath.Join(e.sb.Dir, "coalmine-standalone.log")
+	logFile, err := os.Create(logPath)
 	if err != nil {
 		return u, fmt.Errorf("create standalone log: %w", err)
 	}
 	defer logFile.Close()
-	const leaseName = "coalmine-bench-standalone"
-	metricsAddr := "127.0.0.1:" + strconv.Itoa(ports[2])
+	metricsURL := "http://127.0.0.1:" + strconv.Itoa(ports[2]) + "/metrics"
 	cmd := exec.Command(bin,
 		"--kubeconfig="+kubeconfig,
 		"--namespace="+demo.Namespace,
 		"--webhook-host=127.0.0.1", "--webhook-port="+strconv.Itoa(ports[0]),
 		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(ports[1]),
-		"--metrics-bind-address="+metricsAddr,
+		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]),
 		"--cert-dir="+filepath.Join(e.sb.Dir, "standalone-certs"),
 		"--metrics-server="+e.sb.PrometheusURL,
-		"--leader-elect", "--leader-election-id="+leaseName,
+		"--leader-elect=false",
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
@@ -314,33 +325,34 @@ func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsa
 		}
 	}()
 
-	// Ready (certificate served) and leading (controllers started, caches synced).
+	// Ready (certificate served) and the Canary controller started (caches synced).
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	readyz := "http://127.0.0.1:" + strconv.Itoa(ports[1]) + "/readyz"
+	readyz := "http://127.0.0.1:" + strconv.Itoa(ports[1]) + "/readyz?verbose"
+	var last error
 	for {
 		select {
 		case err := <-exited:
-			return u, fmt.Errorf("coalmine exited (log %s): %v", logFile.Name(), err)
+			return u, fmt.Errorf("coalmine exited: %v; log ends:\n%s", err, logTail(logPath))
 		case <-ctx.Done():
-			return u, fmt.Errorf("coalmine not ready and leading (log %s): %w", logFile.Name(), ctx.Err())
+			return u, fmt.Errorf("coalmine not ready: %w (%v)", ctx.Err(), last)
 		case <-time.After(200 * time.Millisecond):
 		}
-		if ok, _ := httpOK(readyz); !ok {
+		if last = httpOK(readyz); last != nil {
 			continue
 		}
-		var lease coordinationv1.Lease
-		if err := e.admin.Get(ctx, client.ObjectKey{Namespace: demo.Namespace, Name: leaseName}, &lease); err != nil || ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
-			continue
+		// controller-runtime logs this once the caches synced.
+		if data, err := os.ReadFile(logPath); err == nil && bytes.Contains(data, []byte(`"msg":"Starting workers","controller":"canary"`)) {
+			break
 		}
-		break
+		last = errors.New("the canary controller has not started its workers")
 	}
 	// At rest: sample a few seconds and keep the largest figures.
 	pid := strconv.Itoa(cmd.Process.Pid)
 	const window = 5 * time.Second
 	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
 		u.rss = max(u.rss, readRSSOf(pid))
-		if h, err := scrapeGauge("http://"+metricsAddr+"/metrics", "go_memstats_heap_inuse_bytes"); err == nil {
+		if h, err := scrapeSample(metricsURL, "go_memstats_heap_inuse_bytes"); err == nil {
 			u.heapInuse = max(u.heapInuse, uint64(h))
 		}
 	}
@@ -348,17 +360,33 @@ func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsa
 	return u, nil
 }
 
-func httpOK(u string) (bool, error) {
+// httpOK is nil if u answers 200, else says what it answered.
+func httpOK(u string) error {
 	resp, err := http.Get(u)
 	if err != nil {
-		return false, err
+		return err
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK, nil
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		return fmt.Errorf("%s: %s: %s", u, resp.Status, body)
+	}
+	return nil
 }
 
-// scrapeGauge reads one unlabelled sample from a Prometheus text endpoint.
-func scrapeGauge(u, name string) (float64, error) {
+// logTail is the last lines of a log file.
+func logTail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return strings.Join(lines[max(0, len(lines)-10):], "\n")
+}
+
+// scrapeSample reads the first sample of metric name carrying every one of labels
+// (`name="canary"`) from a Prometheus text endpoint.
+func scrapeSample(u, name string, labels ...string) (float64, error) {
 	resp, err := http.Get(u)
 	if err != nil {
 		return 0, err
@@ -367,11 +395,22 @@ func scrapeGauge(u, name string) (float64, error) {
 	s := bufio.NewScanner(resp.Body)
 	s.Buffer(make([]byte, 64*1024), 1<<20)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		line := s.Text()
+		metric, _, _ := strings.Cut(line, " ")
+		if n, _, _ := strings.Cut(metric, "{"); n != name {
+			continue
 		}
+		matched := true
+		for _, l := range labels {
+			matched = matched && strings.Contains(metric, l)
+		}
+		if !matched {
+			continue
+		}
+		fields := strings.Fields(line)
+		return strconv.ParseFloat(fields[len(fields)-1], 64)
 	}
-	return 0, fmt.Errorf("%s not found at %s", name, u)
+	return 0, fmt.Errorf("%s%v not found at %s", name, labels, u)
 }
 
 // waitQuiet waits until coalmine has made no apiserver request but leader-election ones
@@ -438,7 +477,9 @@ func (e *env) startSimulator(ctx context.Context) error {
 	}
 }
 
-func (e *env) stop() {
+// stop stops everything; the sandbox's directory (every process's log, coalmine's) is
+// removed only if clean.
+func (e *env) stop(clean bool) {
 	if e.coalmine != nil {
 		if err := e.coalmine.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: stop coalmine:", err)
@@ -461,6 +502,10 @@ func (e *env) stop() {
 		dir := e.sb.Dir
 		if err := e.sb.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: stop sandbox:", err)
+			clean = false
+		}
+		if !clean || e.keepLogs.Load() {
+			fmt.Fprintln(os.Stderr, "bench: logs kept in", dir)
 			return
 		}
 		_ = os.RemoveAll(dir)
@@ -546,7 +591,7 @@ func (e *env) deleteNamespaces(ctx context.Context, b *testing.B, keep ...string
 func (e *env) apply(ctx context.Context, o client.Object) error {
 	u, ok := o.(*unstructured.Unstructured)
 	if !ok {
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		m, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(o)
 		if err != nil {
 			return fmt.Errorf("convert %s: %w", o.GetName(), err)
 		}

@@ -296,7 +296,9 @@ func (x *pass) ensureServices(ctx context.Context) error {
 // those created while it was down.
 func (x *pass) reportBareServices(ctx context.Context) error {
 	var list corev1.ServiceList
-	if err := x.r.Client.List(ctx, &list, client.InNamespace(x.canary.Namespace)); err != nil {
+	// Read-only and run on every pass: copying every Service of the namespace each time
+	// was a third of the loop's CPU with 200 canaries in one namespace (make bench).
+	if err := x.r.Client.List(ctx, &list, client.InNamespace(x.canary.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list services: %w", err)
 	}
 	var bare []string
