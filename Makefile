@@ -5,8 +5,10 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # e2e scenarios build on a shared sandbox; the bound is generous for a 2-core machine.
 TEST_TIMEOUT ?= 45m
 ARGS ?=
+# helm renders the chart in tests; built once from its tools module, cached with the sandbox.
+HELM ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coalmine/sandbox/helm-v3.22.0/helm
 
-.PHONY: all build test unit e2e demo manifests verify-manifests sandbox bench lint help
+.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm bench lint help
 
 all: build
 
@@ -38,6 +40,11 @@ verify-manifests: manifests
 sandbox:
 	$(GO) run ./sandbox/cmd/sandbox build
 
+helm: $(HELM)
+$(HELM):
+	@echo "building helm v3.22.0 (once; cached at $(HELM))"
+	cd sandbox/tools/helm && $(GO) build -o $(HELM) helm.sh/helm/v3/cmd/helm
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -48,8 +55,8 @@ unit:
 e2e: sandbox
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -parallel 8 -v ./e2e/...
 
-test: lint verify-manifests sandbox
-	$(GO) test -count=1 -parallel 8 -timeout $(TEST_TIMEOUT) ./...
+test: lint verify-manifests sandbox helm
+	COALMINE_HELM=$(HELM) $(GO) test -count=1 -parallel 8 -timeout $(TEST_TIMEOUT) ./...
 	cd e2e/kumajudge && $(GO) test -count=1 ./...
 
 demo:

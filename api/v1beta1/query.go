@@ -54,7 +54,9 @@ func BuiltinQuery(name string) (string, bool) {
 // QueryVars are the values a query template sees, through Flagger's function names:
 // {{ name }}, {{ namespace }}, {{ target }}, {{ service }}, {{ interval }} and
 // {{ variables.key }}. The loop renders real queries with them and admission renders
-// sample ones, so both live here, where webhook and rollout agree.
+// sample ones, so both live here, where webhook and rollout agree. It is no API object.
+//
+// +kubebuilder:object:generate=false
 type QueryVars struct {
 	Name      string            // the Canary's name
 	Namespace string            // the Canary's namespace
