@@ -248,11 +248,19 @@ func waitFor(t *testing.T, timeout time.Duration, cond func(ctx context.Context)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
+	if err := poll(ctx, cond); err != nil {
+		t.Fatalf("waited %s: %v", timeout, err)
+	}
+}
+
+// poll calls cond every 100 ms until it returns true (nil) or ctx ends; then it returns
+// the last error cond gave, or a plain "still false".
+func poll(ctx context.Context, cond func(ctx context.Context) (bool, error)) error {
 	var last error
 	for {
 		ok, err := cond(ctx)
 		if err == nil && ok {
-			return
+			return nil
 		}
 		if err != nil {
 			last = err
@@ -262,7 +270,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func(ctx context.Context)
 			if last == nil {
 				last = errors.New("condition still false")
 			}
-			t.Fatalf("waited %s: %v", timeout, last)
+			return last
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -397,20 +397,8 @@ func (s *scenario) await(timeout time.Duration, what string, cond func(ctx conte
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
-	var last error
-	for {
-		ok, err := cond(ctx)
-		if err == nil && ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			s.t.Fatalf("%s: not within %s: %v\n%s", what, timeout, last, s.describe())
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := poll(ctx, cond); err != nil {
+		s.t.Fatalf("%s: not within %s: %v\n%s", what, timeout, err, s.describe())
 	}
 }
 
