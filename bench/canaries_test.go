@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -54,7 +55,10 @@ type canaryResult struct {
 	initTime time.Duration
 	// rolloutP50 and rolloutMax are from each app's image change to its Succeeded.
 	rolloutP50, rolloutMax, wall time.Duration
-	failed, failedChecks         int
+	// analysisMax is the longest first step to Promoting (paced by the loop alone);
+	// readyWait and promoteWait the longest waits for the cluster (see timeline).
+	analysisMax, readyWait, promoteWait time.Duration
+	failed, failedChecks                int
 
 	// KiB per canary: growth of the collected heap and RSS once all are Initialized, and
 	// of the heap after the rollouts.
@@ -94,8 +98,9 @@ func addLoop(a, b loopStats) loopStats {
 var (
 	resultsMu sync.Mutex
 	results   []canaryResult
-	// oneRollout is the N=1 rollout time, the reference of the slowdown ratio.
-	oneRollout time.Duration
+	// oneRollout is the N=1 rollout time, the reference of the slowdown ratio;
+	// oneAnalysis the same for the analysis alone.
+	oneRollout, oneAnalysis time.Duration
 )
 
 // BenchmarkConcurrentCanaries runs N canaries at once in one namespace per N: N apps (one
@@ -168,6 +173,10 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		apiBefore, apiAfter   requestCounts
 		promBefore, promAfter map[string]int64
 		loop                  loopStats
+		// From each Canary's Events: first step to Promoting (the part the loop paces),
+		// and the longest waits for the cluster (canary ready, target rolled).
+		analysis               []time.Duration
+		readyWait, promoteWait time.Duration
 	)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -215,8 +224,22 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		if err != nil {
 			giveUp(b, e, canaryResult{n: n, initTime: r.initTime, note: fmt.Sprintf("not all Succeeded within %s of the image change: %v", time.Since(start).Round(time.Second), err)})
 		}
+		slowest := 0
 		for j, name := range names {
-			durations = append(durations, doneAt[name].Sub(appliedAt[j]))
+			d := doneAt[name].Sub(appliedAt[j])
+			durations = append(durations, d)
+			if d > doneAt[names[slowest]].Sub(appliedAt[slowest]) {
+				slowest = j
+			}
+		}
+		tl := e.timelines(ctx, b, ns, names, appliedAt)
+		b.Logf("timeline of the slowest, %s, from its image change:%s", names[slowest], tl[names[slowest]].text)
+		for _, t := range tl {
+			if t.analysis > 0 {
+				analysis = append(analysis, t.analysis)
+			}
+			readyWait = max(readyWait, t.readyWait)
+			promoteWait = max(promoteWait, t.promoteWait)
 		}
 		diff := apiAfter.minus(apiBefore)
 		apiRoll = addTally(apiRoll, diff.tally(ns))
@@ -246,6 +269,10 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	slices.Sort(durations)
 	r.rolloutP50 = durations[len(durations)/2]
 	r.rolloutMax = durations[len(durations)-1]
+	if len(analysis) > 0 {
+		r.analysisMax = slices.Max(analysis)
+	}
+	r.readyWait, r.promoteWait = readyWait, promoteWait
 	r.wall = wall / time.Duration(b.N)
 	r.failed, r.failedChecks = failed, failedChecks
 	r.heapPerCanary = kib(int64(mem1.heapInuse)-int64(mem0.heapInuse)) / float64(n)
@@ -259,13 +286,16 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	r.promPerInt = float64(promQueries) / intervals
 	r.loop = loop
 	if n == 1 {
-		oneRollout = r.rolloutMax
+		oneRollout, oneAnalysis = r.rolloutMax, r.analysisMax
 	}
 
 	b.ReportMetric(r.rolloutMax.Seconds(), "slowest-rollout-s")
 	b.ReportMetric(r.rolloutP50.Seconds(), "p50-rollout-s")
 	if oneRollout > 0 {
 		b.ReportMetric(float64(r.rolloutMax)/float64(oneRollout), "slowest/N=1")
+	}
+	if oneAnalysis > 0 && r.analysisMax > 0 {
+		b.ReportMetric(float64(r.analysisMax)/float64(oneAnalysis), "slowest-analysis/N=1")
 	}
 	b.ReportMetric(mib(e.atRest.heapInuse-e.beforeCoalmine.heapInuse), "coalmine-base-heap-MiB")
 	b.ReportMetric(mib(e.atRest.rss-e.beforeCoalmine.rss), "coalmine-base-rss-MiB")
@@ -396,7 +426,7 @@ func printCanaryTable(e *env) {
 		mib(e.atRest.heapInuse-e.beforeCoalmine.heapInuse), mib(e.atRest.rss-e.beforeCoalmine.rss),
 		mib(e.atRest.heapInuse), mib(e.atRest.rss))
 	fmt.Fprintf(&s, "  cluster-wide lists/watches at start: %s\n\n", e.informers)
-	rows := [][]string{{"N", "rollout p50 / max", "max / N=1", "heap / RSS KiB per canary", "CPU ms per canary per interval",
+	rows := [][]string{{"N", "rollout p50 / max", "max / N=1", "analysis max / N=1", "heap / RSS KiB per canary", "CPU ms per canary per interval",
 		"GET / LIST+WATCH per rollout", "non-event writes per rollout", "event writes", "Prom queries per canary per interval"}}
 	for _, r := range results {
 		if r.note != "" {
@@ -412,10 +442,15 @@ func printCanaryTable(e *env) {
 		if r.profiled {
 			cpu += fmt.Sprintf(" (coalmine %.2f)", r.coalmineCPUms)
 		}
+		analysis := "-"
+		if oneAnalysis > 0 && r.analysisMax > 0 {
+			analysis = fmt.Sprintf("%.1fs, %.2fx", r.analysisMax.Seconds(), float64(r.analysisMax)/float64(oneAnalysis))
+		}
 		rows = append(rows, []string{
 			strconv.Itoa(r.n),
 			fmt.Sprintf("%.1fs / %.1fs", r.rolloutP50.Seconds(), r.rolloutMax.Seconds()),
 			ratio,
+			analysis,
 			fmt.Sprintf("%.1f / %.1f", r.heapPerCanary, r.rssPerCanary),
 			cpu,
 			fmt.Sprintf("%.1f / %.1f", float64(r.api.gets)/per, float64(r.api.listsWatches)/per),
@@ -424,18 +459,19 @@ func printCanaryTable(e *env) {
 			fmt.Sprintf("%.2f", r.promPerInt),
 		})
 	}
-	rows = append(rows, []string{"target", "", fmt.Sprintf("<= %.2fx", targetSlowdown), fmt.Sprintf("<= %d", targetKiBPerCanary),
+	rows = append(rows, []string{"target", "", fmt.Sprintf("<= %.2fx", targetSlowdown), "", fmt.Sprintf("<= %d", targetKiBPerCanary),
 		fmt.Sprintf("<= %.0f", targetCPUmsPerCanary), "0 / 0 (cache)", fmt.Sprintf("<= %d", targetWritesPerRoll), "", ""})
 	writeTable(&s, rows)
 	fmt.Fprintf(&s, "\nper canary: heap/RSS = growth after all N are Initialized (GC'd, pages returned; at N=1 it is noise); CPU = getrusage of this process over the rollout / N / %d intervals,\n", steps)
 	fmt.Fprintf(&s, "(coalmine) = the part of a CPU profile on coalmine's goroutines (pprof label; excludes background GC); GET/LIST/writes = apiserver requests under coalmine's\n")
-	fmt.Fprintf(&s, "identity naming the app namespace, from the image change to all Succeeded; Prom q/iv = queries through the counting proxy / N / %d.\n", steps)
+	fmt.Fprintf(&s, "identity naming the app namespace, from the image change to all Succeeded; Prom q/iv = queries through the counting proxy / N / %d;\n", steps)
+	fmt.Fprintf(&s, "analysis = first step to Promoting, from the Canaries' Events: the part the loop paces, without the waits for the cluster to run pods.\n")
 	for _, r := range results {
 		if r.note != "" {
 			continue
 		}
-		fmt.Fprintf(&s, "N=%d: initialized in %.1fs (%.1f non-event writes per canary), rollout wall %.1fs, %d failed, %d failed checks, heap after the rollout +%.1f KiB/canary, conflicts %.2f/rollout; loop: %s; writes: %s\n",
-			r.n, r.initTime.Seconds(), r.initWrites, r.wall.Seconds(), r.failed, r.failedChecks, r.heapAfterPerCanary,
+		fmt.Fprintf(&s, "N=%d: initialized in %.1fs (%.1f non-event writes per canary), rollout wall %.1fs, longest waits for the cluster: canary ready %.1fs, target rolled %.1fs; %d failed, %d failed checks, heap after the rollout +%.1f KiB/canary, conflicts %.2f/rollout; loop: %s; writes: %s\n",
+			r.n, r.initTime.Seconds(), r.initWrites, r.wall.Seconds(), r.readyWait.Seconds(), r.promoteWait.Seconds(), r.failed, r.failedChecks, r.heapAfterPerCanary,
 			float64(r.api.conflicts)/float64(r.n), r.loop, formatBy(r.api.by, float64(r.n), nonEventWrites))
 	}
 	fmt.Print(s.String())
@@ -474,4 +510,57 @@ func writeTable(w io.Writer, rows [][]string) {
 	for _, row := range rows[1:] {
 		line(row)
 	}
+}
+
+// timeline is one Canary's rollout as its Events tell it.
+type timeline struct {
+	text string // the Events with their offsets from the image change
+	// analysis: first step to Promoting; readyWait: new revision to the first step
+	// (canary Deployment ready); promoteWait: Promoting to Succeeded (target rolled).
+	analysis, readyWait, promoteWait time.Duration
+}
+
+// timelines reads the Events of the Canaries names since their image change (from).
+func (e *env) timelines(ctx context.Context, b *testing.B, ns string, names []string, from []time.Time) map[string]timeline {
+	var list eventsv1.EventList
+	if err := e.admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		b.Logf("timelines: %v", err)
+		return nil
+	}
+	slices.SortFunc(list.Items, func(a, b eventsv1.Event) int { return a.EventTime.Time.Compare(b.EventTime.Time) })
+	out := map[string]timeline{}
+	for i, name := range names {
+		var t timeline
+		var s strings.Builder
+		var detected, firstStep, promoting, succeeded time.Time
+		for _, ev := range list.Items {
+			at := ev.EventTime.Time
+			if ev.Regarding.Name != name || ev.Regarding.Kind != "Canary" || at.Before(from[i].Add(-time.Second)) {
+				continue
+			}
+			fmt.Fprintf(&s, "\n  +%5.1fs %s: %s", at.Sub(from[i]).Seconds(), ev.Reason, ev.Note)
+			switch {
+			case ev.Reason == "NewRevision" && detected.IsZero():
+				detected = at
+			case ev.Reason == "Advance" && firstStep.IsZero():
+				firstStep = at
+			case ev.Reason == "Promoting" && promoting.IsZero():
+				promoting = at
+			case ev.Reason == "Succeeded" && succeeded.IsZero():
+				succeeded = at
+			}
+		}
+		t.text = s.String()
+		if !detected.IsZero() && !firstStep.IsZero() {
+			t.readyWait = firstStep.Sub(detected)
+		}
+		if !firstStep.IsZero() && !promoting.IsZero() {
+			t.analysis = promoting.Sub(firstStep)
+		}
+		if !promoting.IsZero() && !succeeded.IsZero() {
+			t.promoteWait = succeeded.Sub(promoting)
+		}
+		out[name] = t
+	}
+	return out
 }

@@ -84,6 +84,10 @@ func (f *fakeRouter) Delete(_ context.Context, t router.Target) error {
 	return nil
 }
 
+func (f *fakeRouter) Object(t router.Target) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: routeKey(t)}}
+}
+
 func (f *fakeRouter) weight(apex string) (int, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -228,6 +232,7 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		WithScheme(testScheme(t)).
 		WithStatusSubresource(&v1beta1.Canary{}, &appsv1.Deployment{}).
 		WithIndex(&v1beta1.Canary{}, IndexTargetName, TargetNameIndex).
+		WithIndex(&corev1.Service{}, IndexServiceController, ServiceControllerIndex).
 		WithObjects(append([]client.Object{namespace}, objs...)...).
 		Build()
 	count := func() {

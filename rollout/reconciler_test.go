@@ -806,35 +806,3 @@ func TestDeleteCanaryAfterItsDeployment(t *testing.T) {
 		t.Error("route not deleted")
 	}
 }
-
-// A pass queued while the rollback was writing its status would, reading the cache, see
-// the Canary as it was before that write (Progressing) and create the canary Deployment
-// again, for good: found on a real API server. Each pass reads the Canary past the cache.
-func TestPassAfterRollbackStartsFromTheLastStatus(t *testing.T) {
-	e := newEnv(t, seedCanary(), targetDeployment())
-	e.r.APIReader = e.base // as SetupWithManager does: the API server, not the cache
-	e.settle()
-	e.analyzer.fail = func(int) []analysis.Result { return failingSuccessRate() }
-	e.ship("alice:bad")
-	var before *v1beta1.Canary
-	e.runUntil("Failed", func(c *v1beta1.Canary) bool {
-		if c.Status.Phase == v1beta1.PhaseFailed {
-			return true
-		}
-		before = c.DeepCopy()
-		return false
-	})
-	if before == nil || before.Status.Phase != v1beta1.PhaseProgressing {
-		t.Fatalf("no Progressing status seen before the rollback: %+v", before)
-	}
-
-	e.staleCanary = before // what the cache still shows
-	e.reconcileOnce()
-	e.staleCanary = nil
-	if _, ok := e.deployment("alice-canary"); ok {
-		t.Error("a pass after the rollback created the canary Deployment again")
-	}
-	if c := e.canary(); c.Status.Phase != v1beta1.PhaseFailed {
-		t.Errorf("phase %s after the rollback, want Failed", c.Status.Phase)
-	}
-}

@@ -77,16 +77,13 @@ func (r *meshHTTPRouteRouter) Delete(ctx context.Context, t Target) error {
 	return deleteRoute(ctx, r.c, &MeshHTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: t.Apex, Namespace: t.Namespace}})
 }
 
-func (mr *MeshHTTPRoute) specEqual(desired client.Object) bool {
-	return semantic.DeepEqual(mr.Spec, desired.(*MeshHTTPRoute).Spec)
-}
-
-func (mr *MeshHTTPRoute) copySpec(desired client.Object) {
-	desired.(*MeshHTTPRoute).Spec.DeepCopyInto(&mr.Spec)
-}
-
-func (mr *MeshHTTPRoute) newEmpty() route { return &MeshHTTPRoute{} }
-
 func metaTypeOf(kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: GroupVersion.String(), Kind: kind}
+}
+
+func (r *meshHTTPRouteRouter) Object(t Target) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta:   metaTypeOf("MeshHTTPRoute"),
+		ObjectMeta: metav1.ObjectMeta{Name: t.Apex, Namespace: t.Namespace},
+	}
 }

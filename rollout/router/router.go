@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"strconv"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -25,12 +25,15 @@ type Target struct {
 // Router writes the route that splits a Target's traffic.
 type Router interface {
 	// SetWeights makes the route send canaryWeight% to the canary and the rest to primary,
-	// creating or updating it (idempotent; no write if already so).
+	// creating or updating it in one request that reads nothing (idempotent: the API server
+	// stores nothing when it is already so).
 	SetWeights(ctx context.Context, t Target, canaryWeight int) error
 	// Weights reports the canary weight of the current route; found is false when none exists.
 	Weights(ctx context.Context, t Target) (canaryWeight int, found bool, err error)
 	// Delete removes the route; absent is fine.
 	Delete(ctx context.Context, t Target) error
+	// Object names t's route (kind, name, namespace) for a read of its metadata.
+	Object(t Target) *metav1.PartialObjectMetadata
 }
 
 // Labels and annotations coalmine puts on every route it writes.
@@ -87,53 +90,27 @@ func routeAnnotations() map[string]string {
 	return map[string]string{AnnotationFluxReconcile: "disabled"}
 }
 
-// route is what both kinds have in common for applyRoute.
-type route interface {
-	client.Object
-	// specEqual reports whether the desired spec (and mesh) is already in place.
-	specEqual(desired client.Object) bool
-	// copySpec copies the desired spec (and mesh) into the receiver.
-	copySpec(desired client.Object)
-	// newEmpty is a zero object of the same kind.
-	newEmpty() route
-}
+// FieldOwner is the server-side apply field manager of every route coalmine writes.
+const FieldOwner = "coalmine"
 
-// applyRoute creates desired, or updates the existing object when its spec, mesh or
-// coalmine's labels and annotations differ. It writes nothing when all are in place, so
-// a reconcile at a steady weight costs one GET. Labels and annotations added by others
-// (Kuma's webhook adds kuma.io/origin, owner references and more) are kept.
-//
-// Why not server-side apply: the zero-write check needs the current object anyway, and the
-// route is coalmine's alone, so a conflict-checked update says the same with less machinery.
-func applyRoute(ctx context.Context, c client.Client, desired route) error {
-	key := client.ObjectKeyFromObject(desired)
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		// A fresh object each try: decoding into a used one would merge stale map entries.
-		current := desired.newEmpty()
-		err := c.Get(ctx, key, current)
-		if apierrors.IsNotFound(err) {
-			log.FromContext(ctx).V(1).Info("creating route", "kind", kindOf(desired), "name", key.Name, "namespace", key.Namespace)
-			if err := c.Create(ctx, desired.DeepCopyObject().(client.Object)); err != nil {
-				return fmt.Errorf("create %s %s: %w", kindOf(desired), key, err)
-			}
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("get %s %s: %w", kindOf(desired), key, err)
-		}
-		if current.specEqual(desired) && containsAll(current.GetLabels(), desired.GetLabels()) &&
-			containsAll(current.GetAnnotations(), desired.GetAnnotations()) {
-			return nil
-		}
-		current.copySpec(desired)
-		current.SetLabels(merge(current.GetLabels(), desired.GetLabels()))
-		current.SetAnnotations(merge(current.GetAnnotations(), desired.GetAnnotations()))
-		log.FromContext(ctx).V(1).Info("updating route", "kind", kindOf(desired), "name", key.Name, "namespace", key.Namespace)
-		if err := c.Update(ctx, current); err != nil {
-			return fmt.Errorf("update %s %s: %w", kindOf(desired), key, err)
-		}
-		return nil
-	})
+// applyRoute writes desired with server-side apply: one request, no read first, created
+// when missing. The route is coalmine's alone, so it takes over any field someone edited
+// (ForceOwnership), while labels, annotations and owner references others added (Kuma's
+// webhook adds kuma.io/origin and more) stay: apply only touches the fields it names. An
+// apply that changes nothing stores nothing.
+func applyRoute(ctx context.Context, c client.Client, desired client.Object) error {
+	kind, key := kindOf(desired), client.ObjectKeyFromObject(desired)
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
+	if err != nil {
+		return fmt.Errorf("convert %s %s: %w", kind, key, err)
+	}
+	obj := &unstructured.Unstructured{Object: u}
+	unstructured.RemoveNestedField(obj.Object, "metadata", "creationTimestamp")
+	log.FromContext(ctx).V(1).Info("applying route", "kind", kind, "name", key.Name, "namespace", key.Namespace)
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+	}
+	return nil
 }
 
 func deleteRoute(ctx context.Context, c client.Client, obj client.Object) error {
@@ -151,15 +128,6 @@ func percent(canary, total uint32) int {
 		return 0
 	}
 	return int((uint64(canary)*100 + uint64(total)/2) / uint64(total))
-}
-
-func containsAll(have, want map[string]string) bool {
-	for k, v := range want {
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 func merge(into, from map[string]string) map[string]string {
@@ -181,8 +149,6 @@ func kindOf(obj client.Object) string {
 	}
 	return fmt.Sprintf("%T", obj)
 }
-
-var semantic = equality.Semantic
 
 func objectMeta(name, namespace string, t Target, extraLabels map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{

@@ -69,15 +69,9 @@ func (r *trafficRouteRouter) Delete(ctx context.Context, t Target) error {
 	return deleteRoute(ctx, r.c, &TrafficRoute{ObjectMeta: metav1.ObjectMeta{Name: TrafficRouteName(t.Apex, t.Namespace)}})
 }
 
-func (tr *TrafficRoute) specEqual(desired client.Object) bool {
-	d := desired.(*TrafficRoute)
-	return tr.Mesh == d.Mesh && semantic.DeepEqual(tr.Spec, d.Spec)
+func (r *trafficRouteRouter) Object(t Target) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta:   metaTypeOf("TrafficRoute"),
+		ObjectMeta: metav1.ObjectMeta{Name: TrafficRouteName(t.Apex, t.Namespace)},
+	}
 }
-
-func (tr *TrafficRoute) copySpec(desired client.Object) {
-	d := desired.(*TrafficRoute)
-	tr.Mesh = d.Mesh
-	d.Spec.DeepCopyInto(&tr.Spec)
-}
-
-func (tr *TrafficRoute) newEmpty() route { return &TrafficRoute{} }

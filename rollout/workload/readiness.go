@@ -2,6 +2,7 @@ package workload
 
 import (
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,7 +28,7 @@ func DeploymentReadiness(d *appsv1.Deployment, thresholdPercent int) Readiness {
 		return Readiness{Message: fmt.Sprintf("waiting for deployment %s: generation %d not observed yet", d.Name, d.Generation)}
 	}
 	for _, c := range st.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded" {
+		if isDeadlineExceeded(c) {
 			return Readiness{Failed: true, Message: fmt.Sprintf("deployment %s exceeded its progress deadline: %s", d.Name, c.Message)}
 		}
 	}
@@ -46,4 +47,22 @@ func DeploymentReadiness(d *appsv1.Deployment, thresholdPercent int) Readiness {
 			d.Name, st.AvailableReplicas, st.UpdatedReplicas, thresholdPercent)}
 	}
 	return Readiness{Ready: true, Message: fmt.Sprintf("deployment %s is ready", d.Name)}
+}
+
+// SameReadiness reports whether two versions of a Deployment agree on everything
+// DeploymentReadiness reads, so an update between them changes no readiness outcome.
+func SameReadiness(a, b *appsv1.Deployment) bool {
+	sa, sb := a.Status, b.Status
+	return sa.ObservedGeneration == sb.ObservedGeneration &&
+		sa.Replicas == sb.Replicas && sa.UpdatedReplicas == sb.UpdatedReplicas &&
+		sa.AvailableReplicas == sb.AvailableReplicas && sa.ReadyReplicas == sb.ReadyReplicas &&
+		progressDeadlineExceeded(a) == progressDeadlineExceeded(b)
+}
+
+func progressDeadlineExceeded(d *appsv1.Deployment) bool {
+	return slices.ContainsFunc(d.Status.Conditions, isDeadlineExceeded)
+}
+
+func isDeadlineExceeded(c appsv1.DeploymentCondition) bool {
+	return c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded"
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -93,8 +94,18 @@ func Run(ctx context.Context, o Options) error {
 				c.MinVersion = tls.VersionTLS12
 			}},
 		}),
-		Cache: cache.Options{SyncPeriod: &o.SyncPeriod},
+		Cache: cache.Options{
+			SyncPeriod: &o.SyncPeriod,
+			// Nothing coalmine does reads managedFields; they are often the largest part
+			// of a cached Deployment, Service or Canary.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 		Client: client.Options{Cache: &client.CacheOptions{
+			// A pass must start from the loop's own last writes: one reading a Canary the
+			// cache has not caught up with re-ran the step before it (after a rollback it
+			// created the canary Deployment again). Reads of an object with a write in
+			// flight wait for the cache to see it, so every read can come from the cache.
+			EnableReadYourWritesConsistency: ptr.To(true),
 			// Secrets are read rarely (metric provider credentials) and caching them would
 			// watch every Secret of the cluster.
 			DisableFor: []client.Object{
@@ -116,7 +127,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	meshClient := direct
+	remoteRoutes := map[string]bool{}
 	if o.MeshKubeconfig != "" || o.MeshRESTConfig != nil {
+		remoteRoutes[v1beta1.RouteKindTrafficRoute] = true
 		meshCfg := o.MeshRESTConfig
 		if meshCfg == nil {
 			if meshCfg, err = clientcmd.BuildConfigFromFlags("", o.MeshKubeconfig); err != nil {
@@ -144,6 +157,7 @@ func Run(ctx context.Context, o Options) error {
 			v1beta1.RouteKindMeshHTTPRoute: router.NewMeshHTTPRouteRouter(direct),
 		},
 		DefaultRouteKind: o.RouteKind,
+		RemoteRouteKinds: remoteRoutes,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up progression loop: %w", err)
