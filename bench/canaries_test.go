@@ -58,7 +58,10 @@ type canaryResult struct {
 	// analysisMax is the longest first step to Promoting (paced by the loop alone);
 	// readyWait and promoteWait the longest waits for the cluster (see timeline).
 	analysisMax, readyWait, promoteWait time.Duration
-	failed, failedChecks                int
+	// Mean answer times in ms during the rollout: a Prometheus query, a Canary status
+	// update, a route apply.
+	promMillis, statusMillis, routeMillis float64
+	failed, failedChecks                  int
 
 	// KiB per canary: growth of the collected heap and RSS once all are Initialized, and
 	// of the heap after the rollouts.
@@ -177,6 +180,9 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		// and the longest waits for the cluster (canary ready, target rolled).
 		analysis               []time.Duration
 		readyWait, promoteWait time.Duration
+		// Answer times, to tell where a slow pass waits.
+		promMicros                int64
+		statusMillis, routeMillis float64
 	)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -191,6 +197,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		}
 		img := image(2 + i)
 		apiBefore, promBefore = e.api.snapshot(), e.prom.snapshot()
+		promMicros0 := e.prom.micros()[ns]
 		cpu0 := cpuTime()
 		prof := startCPUProfile(fmt.Sprintf("rollout-n%d-%d", n, i))
 		loop0 := readLoopStats()
@@ -245,6 +252,9 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		apiRoll = addTally(apiRoll, diff.tally(ns))
 		processRoll = addTally(processRoll, diff.tally("*"))
 		promQueries += promAfter[ns] - promBefore[ns]
+		promMicros += e.prom.micros()[ns] - promMicros0
+		statusMillis = diff.meanMillis(ns, "update", "canaries/status")
+		routeMillis = diff.meanMillis(ns, "patch", "trafficroutes")
 
 		list = v1beta1.CanaryList{}
 		if err := e.admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
@@ -273,6 +283,10 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		r.analysisMax = slices.Max(analysis)
 	}
 	r.readyWait, r.promoteWait = readyWait, promoteWait
+	if promQueries > 0 {
+		r.promMillis = float64(promMicros) / 1000 / float64(promQueries)
+	}
+	r.statusMillis, r.routeMillis = statusMillis, routeMillis
 	r.wall = wall / time.Duration(b.N)
 	r.failed, r.failedChecks = failed, failedChecks
 	r.heapPerCanary = kib(int64(mem1.heapInuse)-int64(mem0.heapInuse)) / float64(n)
@@ -470,6 +484,7 @@ func printCanaryTable(e *env) {
 		if r.note != "" {
 			continue
 		}
+		fmt.Fprintf(&s, "N=%d: mean answer times: Prometheus query %.0f ms, Canary status update %.0f ms, route apply %.0f ms\n", r.n, r.promMillis, r.statusMillis, r.routeMillis)
 		fmt.Fprintf(&s, "N=%d: initialized in %.1fs (%.1f non-event writes per canary), rollout wall %.1fs, longest waits for the cluster: canary ready %.1fs, target rolled %.1fs; %d failed, %d failed checks, heap after the rollout +%.1f KiB/canary, conflicts %.2f/rollout; loop: %s; writes: %s\n",
 			r.n, r.initTime.Seconds(), r.initWrites, r.wall.Seconds(), r.readyWait.Seconds(), r.promoteWait.Seconds(), r.failed, r.failedChecks, r.heapAfterPerCanary,
 			float64(r.api.conflicts)/float64(r.n), r.loop, formatBy(r.api.by, float64(r.n), nonEventWrites))

@@ -118,11 +118,13 @@ type requestCounter struct {
 	mu        sync.Mutex
 	requests  map[reqKey]int64
 	conflicts map[reqKey]int64
-	last      time.Time
+	// micros sums the answer times of the requests other than watches, in µs.
+	micros map[reqKey]int64
+	last   time.Time
 }
 
 func newRequestCounter() *requestCounter {
-	return &requestCounter{requests: map[reqKey]int64{}, conflicts: map[reqKey]int64{}}
+	return &requestCounter{requests: map[reqKey]int64{}, conflicts: map[reqKey]int64{}, micros: map[reqKey]int64{}}
 }
 
 // wrap is a rest.Config WrapTransport: it sees every request the config's clients make,
@@ -136,12 +138,17 @@ func (c *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 			c.last = time.Now()
 		}
 		c.mu.Unlock()
+		start := time.Now()
 		resp, err := rt.RoundTrip(r)
-		if err == nil && resp.StatusCode == http.StatusConflict {
-			c.mu.Lock()
-			c.conflicts[k]++
-			c.mu.Unlock()
+		took := time.Since(start).Microseconds()
+		c.mu.Lock()
+		if k.verb != "watch" {
+			c.micros[k] += took
 		}
+		if err == nil && resp.StatusCode == http.StatusConflict {
+			c.conflicts[k]++
+		}
+		c.mu.Unlock()
 		return resp, err
 	})
 }
@@ -152,13 +159,23 @@ func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 
 // requestCounts is a snapshot of a requestCounter, or the difference of two.
 type requestCounts struct {
-	requests, conflicts map[reqKey]int64
+	requests, conflicts, micros map[reqKey]int64
 }
 
 func (c *requestCounter) snapshot() requestCounts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return requestCounts{requests: maps.Clone(c.requests), conflicts: maps.Clone(c.conflicts)}
+	return requestCounts{requests: maps.Clone(c.requests), conflicts: maps.Clone(c.conflicts), micros: maps.Clone(c.micros)}
+}
+
+// meanMillis is the mean answer time of the requests of namespace with verb and
+// resource, in ms, or -1 if there were none.
+func (a requestCounts) meanMillis(namespace, verb, resource string) float64 {
+	k := reqKey{namespace: namespace, verb: verb, resource: resource}
+	if a.requests[k] == 0 {
+		return -1
+	}
+	return float64(a.micros[k]) / 1000 / float64(a.requests[k])
 }
 
 // quietSince is the time of the last request other than a leader-election Lease's.
@@ -178,7 +195,7 @@ func (a requestCounts) minus(b requestCounts) requestCounts {
 		}
 		return out
 	}
-	return requestCounts{requests: sub(a.requests, b.requests), conflicts: sub(a.conflicts, b.conflicts)}
+	return requestCounts{requests: sub(a.requests, b.requests), conflicts: sub(a.conflicts, b.conflicts), micros: sub(a.micros, b.micros)}
 }
 
 // apiTally sums requestCounts of one namespace (or of all, namespace "*") by kind.
@@ -219,11 +236,13 @@ func (a requestCounts) tally(namespace string) apiTally {
 type queryCounter struct {
 	proxy *httputil.ReverseProxy
 
-	mu      sync.Mutex
-	total   int64
-	byNS    map[string]int64
-	byPath  map[string]int64
-	example string
+	mu    sync.Mutex
+	total int64
+	byNS  map[string]int64
+	// microsByNS sums the answer times of the queries, by namespace, in µs.
+	microsByNS map[string]int64
+	byPath     map[string]int64
+	example    string
 }
 
 // The builtin queries select envoy_cluster_name=~"<app>-canary_<namespace>_svc_...".
@@ -235,9 +254,10 @@ func newQueryCounter(prometheusURL string) (*queryCounter, error) {
 		return nil, fmt.Errorf("parse Prometheus URL: %w", err)
 	}
 	return &queryCounter{
-		proxy:  httputil.NewSingleHostReverseProxy(u),
-		byNS:   map[string]int64{},
-		byPath: map[string]int64{},
+		proxy:      httputil.NewSingleHostReverseProxy(u),
+		byNS:       map[string]int64{},
+		microsByNS: map[string]int64{},
+		byPath:     map[string]int64{},
 	}, nil
 }
 
@@ -272,8 +292,21 @@ func (q *queryCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			q.example = query
 		}
 		q.mu.Unlock()
+		start := time.Now()
+		q.proxy.ServeHTTP(w, r)
+		q.mu.Lock()
+		q.microsByNS[ns] += time.Since(start).Microseconds()
+		q.mu.Unlock()
+		return
 	}
 	q.proxy.ServeHTTP(w, r)
+}
+
+// micros is a snapshot of the summed answer times by namespace.
+func (q *queryCounter) micros() map[string]int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return maps.Clone(q.microsByNS)
 }
 
 func (q *queryCounter) snapshot() map[string]int64 {

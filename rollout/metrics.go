@@ -2,8 +2,10 @@ package rollout
 
 import (
 	"math"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -19,7 +21,7 @@ var (
 
 	canaryPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coalmine_canary_phase",
-		Help: "Phase of a Canary: 1 for the current phase, 0 for the others.",
+		Help: "Phase of a Canary: one series, of the current phase, at 1.",
 	}, []string{"name", "namespace", "phase"})
 
 	canaryAnalysisValue = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -33,26 +35,25 @@ var (
 	}, []string{"name", "namespace", "metric", "outcome"})
 )
 
-var phases = []v1beta1.CanaryPhase{
-	v1beta1.PhaseInitializing, v1beta1.PhaseInitialized, v1beta1.PhaseWaiting, v1beta1.PhaseProgressing,
-	v1beta1.PhasePromoting, v1beta1.PhaseFinalising, v1beta1.PhaseSucceeded, v1beta1.PhaseFailed,
-	v1beta1.PhaseTerminating,
-}
-
 func init() {
 	metrics.Registry.MustRegister(canaryWeight, canaryPhase, canaryAnalysisValue, canaryChecks)
 }
 
+// recordStatus sets the weight and the phase. Only the current phase has a series: a
+// zero series for each of the nine phases made the phase most of the memory a Canary's
+// metrics take, and `coalmine_canary_phase{phase="Failed"}` selects the same Canaries.
 func recordStatus(c *v1beta1.Canary, st *v1beta1.CanaryStatus) {
 	canaryWeight.WithLabelValues(c.Name, c.Namespace).Set(float64(st.CanaryWeight))
-	for _, p := range phases {
-		v := 0.0
-		if p == st.Phase {
-			v = 1
-		}
-		canaryPhase.WithLabelValues(c.Name, c.Namespace, string(p)).Set(v)
+	key := types.NamespacedName{Namespace: c.Namespace, Name: c.Name}
+	if old, ok := phaseRecorded.Swap(key, st.Phase); ok && old.(v1beta1.CanaryPhase) != st.Phase {
+		canaryPhase.DeleteLabelValues(c.Name, c.Namespace, string(old.(v1beta1.CanaryPhase)))
 	}
+	canaryPhase.WithLabelValues(c.Name, c.Namespace, string(st.Phase)).Set(1)
 }
+
+// phaseRecorded is the phase each Canary's series says (types.NamespacedName to
+// v1beta1.CanaryPhase), so a change deletes the old series without scanning them all.
+var phaseRecorded sync.Map
 
 func recordChecks(c *v1beta1.Canary, results []analysis.Result) {
 	for _, res := range results {
@@ -67,6 +68,7 @@ func recordChecks(c *v1beta1.Canary, results []analysis.Result) {
 
 // forgetMetrics drops every series of a deleted Canary.
 func forgetMetrics(namespace, name string) {
+	phaseRecorded.Delete(types.NamespacedName{Namespace: namespace, Name: name})
 	l := prometheus.Labels{"name": name, "namespace": namespace}
 	canaryWeight.DeletePartialMatch(l)
 	canaryPhase.DeletePartialMatch(l)

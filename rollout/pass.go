@@ -614,8 +614,10 @@ func (x *pass) progress(ctx context.Context) error {
 			return x.rollback(ctx, fmt.Sprintf("canary Deployment %s not ready within the progress deadline of %s (%s)",
 				canary.Name, c.ProgressDeadline(), rd.Message))
 		}
+		// Its readiness changes start the next pass (see deploymentHandler); the requeue
+		// is for the deadline, and a slow safety net.
 		log.FromContext(ctx).V(1).Info("waiting for canary", "reason", rd.Message)
-		x.requeueAfter(min(deadline.Sub(x.now), c.AnalysisInterval()))
+		x.requeueAfter(min(deadline.Sub(x.now), readinessPoll(c)))
 		return nil
 	}
 	x.status.ProgressStartTime = nil
@@ -632,6 +634,14 @@ func (x *pass) progress(ctx context.Context) error {
 		return nil
 	}
 	return x.analyse(ctx)
+}
+
+// readinessPoll is how often a pass waiting for a Deployment to become ready looks again
+// without being woken by the Deployment's own status change: ten analysis intervals, at
+// least 30 s. Polling each interval was most of the passes with hundreds of canaries
+// waiting for the cluster to run their pods (make bench).
+func readinessPoll(c *v1beta1.Canary) time.Duration {
+	return max(10*c.AnalysisInterval(), 30*time.Second)
 }
 
 func firstStep(steps []int) int {
@@ -918,7 +928,7 @@ func (x *pass) promote(ctx context.Context) error {
 	rd := workload.DeploymentReadiness(x.target, c.PrimaryReadyThreshold())
 	if !rd.Ready {
 		log.FromContext(ctx).V(1).Info("waiting for target rollout", "reason", rd.Message)
-		x.requeueAfter(c.AnalysisInterval())
+		x.requeueAfter(readinessPoll(c))
 		return nil
 	}
 	if c.Spec.Analysis != nil && c.Spec.Analysis.StepWeightPromotion > 0 && x.status.CanaryWeight > 0 {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -13,25 +11,20 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/router"
-	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
 
 // IndexTargetName indexes Canaries by spec.targetRef.name, so a Deployment event finds the
@@ -70,9 +63,10 @@ type Reconciler struct {
 	// the Global control plane): they are not watched here, and a pass checking that the
 	// route still exists asks their router instead of the cache.
 	RemoteRouteKinds map[string]bool
-	// MaxConcurrentReconciles bounds the Canaries reconciled at once; default 16. A pass
-	// spends ~10 ms of CPU but waits ~250 ms on Prometheus and the apiserver, so with 4
-	// workers 200 canaries queued for seconds (make bench).
+	// MaxConcurrentReconciles bounds the Canaries reconciled at once; default 64. A pass
+	// spends ~1 ms of CPU but waits ~100-250 ms on Prometheus and the apiserver under
+	// load, and 200 canaries at a 2 s interval need ~100 passes a second: with 16
+	// workers their steps queued for seconds (make bench).
 	MaxConcurrentReconciles int
 
 	// cachedRoutes are the route kinds whose metadata this cluster's cache watches.
@@ -100,7 +94,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	workers := r.MaxConcurrentReconciles
 	if workers <= 0 {
-		workers = 16
+		workers = 64
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
@@ -137,217 +131,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.cachedRoutes[kind] = true
 	}
 	return b.Complete(r)
-}
-
-// IndexServiceController indexes Services by the Canary that controls them, or
-// NoCanary: the bare-Service check of every pass lists only the Services no Canary owns,
-// not every Service of the namespace.
-const IndexServiceController = "coalmine.dev/service-controller"
-
-// NoCanary is the IndexServiceController value of a Service no Canary controls.
-const NoCanary = "-"
-
-// ServiceControllerIndex is the extractor of IndexServiceController; tests register it on
-// a fake client.
-func ServiceControllerIndex(obj client.Object) []string {
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
-		return []string{ref.Name}
-	}
-	return []string{NoCanary}
-}
-
-// canaryChanged passes what a pass must see: spec (generation; set deletion bumps it too),
-// labels, annotations, finalizers and deletion. Status-only updates, the loop's own
-// writes nearly always, do not start a pass.
-var canaryChanged = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		o, n := e.ObjectOld, e.ObjectNew
-		return o.GetGeneration() != n.GetGeneration() ||
-			!maps.Equal(o.GetLabels(), n.GetLabels()) ||
-			!maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
-			!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) ||
-			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero()
-	},
-}
-
-// routeDeleted passes only deletions of a route.
-var routeDeleted = predicate.Funcs{
-	CreateFunc:  func(event.CreateEvent) bool { return false },
-	UpdateFunc:  func(event.UpdateEvent) bool { return false },
-	GenericFunc: func(event.GenericEvent) bool { return false },
-}
-
-// deploymentHandler maps Deployment events to Canaries. A change of spec or metadata goes
-// to every Canary of the Deployment (its target's or its canary's). A status-only change
-// goes only to a Canary waiting for that Deployment to become ready: the canary
-// Deployment before the first step, the target while it rolls a promoted revision. Every
-// other status write of controller-manager (several per rollout and Deployment) would
-// start a pass that finds nothing to do: at any other time the loop requeues itself.
-func (r *Reconciler) deploymentHandler() handler.EventHandler {
-	enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
-		for _, req := range reqs {
-			q.Add(req)
-		}
-	}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(q, r.canariesOfDeployment(ctx, e.Object, nil))
-		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			o, ok1 := e.ObjectOld.(*appsv1.Deployment)
-			n, ok2 := e.ObjectNew.(*appsv1.Deployment)
-			switch {
-			case !ok1 || !ok2:
-				enqueue(q, r.canariesOfDeployment(ctx, e.ObjectNew, nil))
-			case o.ResourceVersion == n.ResourceVersion:
-				// A resync: nothing changed.
-			case o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels) ||
-				!maps.Equal(o.Annotations, n.Annotations) || !slices.Equal(o.OwnerReferences, n.OwnerReferences) ||
-				o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero():
-				enqueue(q, r.canariesOfDeployment(ctx, n, nil))
-			case !workload.SameReadiness(o, n):
-				enqueue(q, r.canariesOfDeployment(ctx, n, waitsForReadiness))
-			}
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(q, r.canariesOfDeployment(ctx, e.Object, nil))
-		},
-		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(q, r.canariesOfDeployment(ctx, e.Object, nil))
-		},
-	}
-}
-
-// waitsForReadiness says whether Canary c waits for Deployment d to become ready.
-func waitsForReadiness(c *v1beta1.Canary, d client.Object) bool {
-	switch c.Status.Phase {
-	case v1beta1.PhaseProgressing:
-		return d.GetName() == c.CanaryDeploymentName() && c.Status.LastStepTime == nil
-	case v1beta1.PhasePromoting:
-		return d.GetName() == c.Spec.TargetRef.Name
-	}
-	return false
-}
-
-// serviceHandler maps a Service to its Canary when one controls it, and otherwise to the
-// Canaries whose pods it selects before or after the change (adoption and the
-// BareServices condition): not to every Canary of the namespace.
-func (r *Reconciler) serviceHandler() handler.EventHandler {
-	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
-		for _, obj := range objs {
-			for _, req := range r.canariesOfService(ctx, obj) {
-				q.Add(req)
-			}
-		}
-	}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.Object)
-		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.ObjectOld, e.ObjectNew)
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.Object)
-		},
-		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.Object)
-		},
-	}
-}
-
-func (r *Reconciler) canariesOfService(ctx context.Context, obj client.Object) []reconcile.Request {
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
-		return []reconcile.Request{request(obj.GetNamespace(), ref.Name)}
-	}
-	svc, ok := obj.(*corev1.Service)
-	if !ok {
-		return r.listRequests(ctx, obj.GetNamespace())
-	}
-	var list v1beta1.CanaryList
-	if err := r.Client.List(ctx, &list, client.InNamespace(svc.Namespace), client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Error(err, "list canaries", "namespace", svc.Namespace)
-		return nil
-	}
-	var out []reconcile.Request
-	for i := range list.Items {
-		c := &list.Items[i]
-		if c.ApexName() == svc.Name {
-			// A Service named like the apex is adopted, whatever it selects.
-			out = append(out, request(c.Namespace, c.Name))
-			continue
-		}
-		target := &appsv1.Deployment{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}, target, client.DisableReadYourWritesConsistency); err != nil {
-			continue
-		}
-		if workload.SelectsAll(svc.Spec.Selector, target.Spec.Template.Labels) {
-			out = append(out, request(c.Namespace, c.Name))
-		}
-	}
-	return out
-}
-
-// canariesOfDeployment maps a canary Deployment to its owning Canary and a target
-// Deployment to the Canaries that name it; keep, when set, picks among them.
-func (r *Reconciler) canariesOfDeployment(ctx context.Context, obj client.Object, keep func(c *v1beta1.Canary, d client.Object) bool) []reconcile.Request {
-	var out []reconcile.Request
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
-		if keep == nil {
-			return []reconcile.Request{request(obj.GetNamespace(), ref.Name)}
-		}
-		c := &v1beta1.Canary{}
-		// Event handlers never wait for the loop's writes to reach the cache (they feed it).
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: ref.Name}, c,
-			client.DisableReadYourWritesConsistency)
-		if err != nil || keep(c, obj) {
-			out = append(out, request(obj.GetNamespace(), ref.Name))
-		}
-		return out
-	}
-	var list v1beta1.CanaryList
-	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTargetName: obj.GetName()},
-		client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Error(err, "list canaries of deployment", "deployment", obj.GetName())
-		return out
-	}
-	for i := range list.Items {
-		if keep == nil || keep(&list.Items[i], obj) {
-			out = append(out, request(list.Items[i].Namespace, list.Items[i].Name))
-		}
-	}
-	return out
-}
-
-func (r *Reconciler) canariesOfNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
-	return r.listRequests(ctx, obj.GetName())
-}
-
-func (r *Reconciler) listRequests(ctx context.Context, namespace string) []reconcile.Request {
-	var list v1beta1.CanaryList
-	if err := r.Client.List(ctx, &list, client.InNamespace(namespace), client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Error(err, "list canaries", "namespace", namespace)
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for _, c := range list.Items {
-		out = append(out, request(c.Namespace, c.Name))
-	}
-	return out
-}
-
-// canaryOfRoute maps a route to its Canary through the labels every router writes.
-func canaryOfRoute(_ context.Context, obj client.Object) []reconcile.Request {
-	l := obj.GetLabels()
-	name, ns := l[router.LabelCanaryName], l[router.LabelCanaryNamespace]
-	if name == "" || ns == "" {
-		return nil
-	}
-	return []reconcile.Request{request(ns, name)}
-}
-
-func request(namespace, name string) reconcile.Request {
-	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}
 }
 
 // Reconcile moves one Canary one step further. Each pass reads from the cache (never

@@ -152,6 +152,9 @@ func TestSeedHappyPath(t *testing.T) {
 	if got := metricValue(t, canaryPhase.WithLabelValues("alice", ns, string(v1beta1.PhaseSucceeded))); got != 1 {
 		t.Errorf("phase metric %v", got)
 	}
+	if canaryPhase.DeleteLabelValues("alice", ns, string(v1beta1.PhaseProgressing)) {
+		t.Error("the phase metric kept a series of a past phase")
+	}
 	if got := metricValue(t, canaryWeight.WithLabelValues("alice", ns)); got != 0 {
 		t.Errorf("weight metric %v", got)
 	}

@@ -11,13 +11,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
-	"github.com/coalmine-dev/coalmine/cmd/coalmine/demo"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "demo" {
 		// The demo owns the screen; coalmine's own logs go to a file it names.
-		os.Exit(demo.Main(ctrl.SetupSignalHandler(), os.Args[2:]))
+		os.Exit(runDemo(ctrl.SetupSignalHandler(), os.Args[2:]))
 	}
 	var opts app.Options
 	fs := flag.NewFlagSet("coalmine", flag.ExitOnError)

@@ -1,0 +1,216 @@
+package rollout
+
+import (
+	"context"
+	"maps"
+	"slices"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/router"
+	"github.com/coalmine-dev/coalmine/rollout/workload"
+)
+
+// Which watch events start a pass, and of which Canary. A pass costs CPU and apiserver
+// round trips, and between events the loop requeues itself at the analysis interval, so
+// the watches pass on only what a pass must react to.
+
+// IndexServiceController indexes Services by the Canary that controls them, or
+// NoCanary: the bare-Service check of every pass lists only the Services no Canary owns,
+// not every Service of the namespace.
+const IndexServiceController = "coalmine.dev/service-controller"
+
+// NoCanary is the IndexServiceController value of a Service no Canary controls.
+const NoCanary = "-"
+
+// ServiceControllerIndex is the extractor of IndexServiceController; tests register it on
+// a fake client.
+func ServiceControllerIndex(obj client.Object) []string {
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
+		return []string{ref.Name}
+	}
+	return []string{NoCanary}
+}
+
+// canaryChanged passes what a pass must see: spec (generation; set deletion bumps it too),
+// labels, annotations, finalizers and deletion. Status-only updates, the loop's own
+// writes nearly always, do not start a pass.
+var canaryChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.GetGeneration() != n.GetGeneration() ||
+			!maps.Equal(o.GetLabels(), n.GetLabels()) ||
+			!maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+			!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) ||
+			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero()
+	},
+}
+
+// routeDeleted passes only deletions of a route.
+var routeDeleted = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	UpdateFunc:  func(event.UpdateEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// deploymentHandler maps Deployment events to Canaries (the target's, or the owner of a
+// canary Deployment). Status writes that move nothing a readiness check reads are
+// dropped: controller-manager writes several per rollout and Deployment. Those that do
+// are what a pass waiting for a Deployment to become ready wakes up on, so such a pass
+// need not poll. They only happen while a canary Deployment starts and while the target
+// rolls a promoted revision: coalmine's webhook keeps the target paused otherwise.
+func (r *Reconciler) deploymentHandler() handler.EventHandler {
+	enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
+		for _, req := range reqs {
+			q.Add(req)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, r.canariesOfDeployment(ctx, e.Object))
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, ok1 := e.ObjectOld.(*appsv1.Deployment)
+			n, ok2 := e.ObjectNew.(*appsv1.Deployment)
+			switch {
+			case !ok1 || !ok2:
+				enqueue(q, r.canariesOfDeployment(ctx, e.ObjectNew))
+			case o.ResourceVersion == n.ResourceVersion:
+				// A resync: nothing changed.
+			case o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels) ||
+				!maps.Equal(o.Annotations, n.Annotations) || !slices.Equal(o.OwnerReferences, n.OwnerReferences) ||
+				o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero():
+				enqueue(q, r.canariesOfDeployment(ctx, n))
+			case !workload.SameReadiness(o, n):
+				enqueue(q, r.canariesOfDeployment(ctx, n))
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, r.canariesOfDeployment(ctx, e.Object))
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, r.canariesOfDeployment(ctx, e.Object))
+		},
+	}
+}
+
+// serviceHandler maps a Service to its Canary when one controls it, and otherwise to the
+// Canaries whose pods it selects before or after the change (adoption and the
+// BareServices condition): not to every Canary of the namespace.
+func (r *Reconciler) serviceHandler() handler.EventHandler {
+	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
+		for _, obj := range objs {
+			for _, req := range r.canariesOfService(ctx, obj) {
+				q.Add(req)
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, q, e.Object)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, q, e.ObjectOld, e.ObjectNew)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, q, e.Object)
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, q, e.Object)
+		},
+	}
+}
+
+func (r *Reconciler) canariesOfService(ctx context.Context, obj client.Object) []reconcile.Request {
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
+		return []reconcile.Request{request(obj.GetNamespace(), ref.Name)}
+	}
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return r.listRequests(ctx, obj.GetNamespace())
+	}
+	var list v1beta1.CanaryList
+	if err := r.Client.List(ctx, &list, client.InNamespace(svc.Namespace), client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "list canaries", "namespace", svc.Namespace)
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		c := &list.Items[i]
+		if c.ApexName() == svc.Name {
+			// A Service named like the apex is adopted, whatever it selects.
+			out = append(out, request(c.Namespace, c.Name))
+			continue
+		}
+		target := &appsv1.Deployment{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}, target, client.DisableReadYourWritesConsistency); err != nil {
+			continue
+		}
+		if workload.SelectsAll(svc.Spec.Selector, target.Spec.Template.Labels) {
+			out = append(out, request(c.Namespace, c.Name))
+		}
+	}
+	return out
+}
+
+// canariesOfDeployment maps a canary Deployment to its owning Canary and a target
+// Deployment to the Canaries that name it.
+func (r *Reconciler) canariesOfDeployment(ctx context.Context, obj client.Object) []reconcile.Request {
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
+		return []reconcile.Request{request(obj.GetNamespace(), ref.Name)}
+	}
+	var list v1beta1.CanaryList
+	// Event handlers never wait for the loop's writes to reach the cache (they feed it).
+	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTargetName: obj.GetName()},
+		client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "list canaries of deployment", "deployment", obj.GetName())
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, request(list.Items[i].Namespace, list.Items[i].Name))
+	}
+	return out
+}
+
+func (r *Reconciler) canariesOfNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.listRequests(ctx, obj.GetName())
+}
+
+func (r *Reconciler) listRequests(ctx context.Context, namespace string) []reconcile.Request {
+	var list v1beta1.CanaryList
+	if err := r.Client.List(ctx, &list, client.InNamespace(namespace), client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "list canaries", "namespace", namespace)
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, c := range list.Items {
+		out = append(out, request(c.Namespace, c.Name))
+	}
+	return out
+}
+
+// canaryOfRoute maps a route to its Canary through the labels every router writes.
+func canaryOfRoute(_ context.Context, obj client.Object) []reconcile.Request {
+	l := obj.GetLabels()
+	name, ns := l[router.LabelCanaryName], l[router.LabelCanaryNamespace]
+	if name == "" || ns == "" {
+		return nil
+	}
+	return []reconcile.Request{request(ns, name)}
+}
+
+func request(namespace, name string) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}
+}
