@@ -31,8 +31,17 @@ const (
 
 // canarySizes are the N of BenchmarkConcurrentCanaries: 1, 50, 200, and 1000 when
 // COALMINE_BENCH_MAX allows it (slow on two cores). A smaller COALMINE_BENCH_MAX drops the
-// larger ones.
+// larger ones; COALMINE_BENCH_SIZES ("1,1000") names them outright.
 func canarySizes() []int {
+	if v := os.Getenv("COALMINE_BENCH_SIZES"); v != "" {
+		var out []int
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
 	limit := 200
 	if v := os.Getenv("COALMINE_BENCH_MAX"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 {

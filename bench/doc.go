@@ -8,6 +8,7 @@
 // that sub-benchmark, says so in the table and keeps the sandbox's logs). Environment:
 //
 //	COALMINE_BENCH_MAX          largest N of BenchmarkConcurrentCanaries (default 200; 1000 adds N=1000)
+//	COALMINE_BENCH_SIZES        the N to run, comma-separated (say 1,1000), instead
 //	COALMINE_BENCH_APPLIES      applies of each kind per op of BenchmarkApplyOverhead (default 200)
 //	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profile
 //	                            after initialization there, for go tool pprof

@@ -728,10 +728,25 @@ func (e *env) waitCanaries(ctx context.Context, namespace string, want []string,
 			at[c.Name] = time.Now()
 		}
 	}
+	// An apiserver swamped by a thousand rollouts times requests out now and then: try
+	// again until the deadline, which alone ends the wait.
+	var last error
+	retry := func(err error) error {
+		last = err
+		select {
+		case <-ctx.Done():
+			return e.waitError(namespace, want, at, phases, fmt.Errorf("%w (last error: %v)", ctx.Err(), last))
+		case <-time.After(time.Second):
+			return nil
+		}
+	}
 	for {
 		var list v1beta1.CanaryList
 		if err := e.admin.List(ctx, &list, client.InNamespace(namespace)); err != nil {
-			return at, e.waitError(namespace, want, at, phases, err)
+			if err := retry(err); err != nil {
+				return at, err
+			}
+			continue
 		}
 		for i := range list.Items {
 			see(&list.Items[i])
@@ -742,7 +757,10 @@ func (e *env) waitCanaries(ctx context.Context, namespace string, want []string,
 		w, err := e.admin.Watch(ctx, &v1beta1.CanaryList{}, client.InNamespace(namespace),
 			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
 		if err != nil {
-			return at, e.waitError(namespace, want, at, phases, err)
+			if err := retry(err); err != nil {
+				return at, err
+			}
+			continue
 		}
 		for ev := range w.ResultChan() {
 			if ev.Type == watch.Error {
@@ -770,6 +788,6 @@ func (e *env) waitError(namespace string, want []string, at map[string]time.Time
 			count[phases[n]]++
 		}
 	}
-	return fmt.Errorf("%d of %d Canaries in %s not there (phases of the others: %v; coalmine log %s): %w",
+	return fmt.Errorf("%d of %d Canaries in %s done, the others in phases %v (coalmine log %s): %w",
 		len(at), len(want), namespace, count, e.logPath, err)
 }

@@ -282,6 +282,7 @@ type scenario struct {
 	routes      client.WithWatch
 	routesLabel string
 	canaryAnn   map[string]string
+	webhooks    []any
 
 	canary *canaryRecorder
 	route  *routeRecorder
@@ -297,6 +298,8 @@ type scenarioOptions struct {
 	// meshFromNamespace drops the seed's kuma.io/mesh annotation from the Canary, so the
 	// mesh comes from the namespace's annotation.
 	meshFromNamespace bool
+	// webhooks are the Canary's spec.analysis.webhooks.
+	webhooks []any
 }
 
 // newScenario creates the scenario's namespace, in the mesh, annotated with its mesh.
@@ -305,7 +308,7 @@ func newScenario(t *testing.T, env *rolloutEnvironment, o scenarioOptions) *scen
 	s := &scenario{
 		t: t, env: env, ctx: testContext(t, scenarioTimeout),
 		routeKind: o.routeKind, routes: o.routes, routesLabel: o.routesLabel,
-		canaryAnn: map[string]string{},
+		canaryAnn: map[string]string{}, webhooks: o.webhooks,
 	}
 	if s.routeKind == "" {
 		s.routeKind = coalminev1beta1.RouteKindTrafficRoute
@@ -355,6 +358,11 @@ func (s *scenario) seedCanary() *unstructured.Unstructured {
 		}
 	}
 	c.SetAnnotations(ann)
+	if len(s.webhooks) > 0 {
+		if err := unstructured.SetNestedSlice(c.Object, s.webhooks, "spec", "analysis", "webhooks"); err != nil {
+			s.t.Fatalf("set webhooks: %v", err)
+		}
+	}
 	return c
 }
 

@@ -2,10 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +21,7 @@ import (
 
 	coalminev1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
+	"github.com/coalmine-dev/coalmine/rollout/hooks"
 	"github.com/coalmine-dev/coalmine/sandbox"
 	"github.com/coalmine-dev/coalmine/sandbox/meshsim"
 )
@@ -37,6 +43,7 @@ func TestRollout(t *testing.T) {
 		t.Run("NewRevisionMidRollout", func(t *testing.T) { t.Parallel(); testNewRevisionMidRollout(t, env) })
 		t.Run("RevertMidRollout", func(t *testing.T) { t.Parallel(); testRevertMidRollout(t, env) })
 		t.Run("MeshHTTPRoute", func(t *testing.T) { t.Parallel(); testMeshHTTPRoute(t, env) })
+		t.Run("WebhookGates", func(t *testing.T) { t.Parallel(); testWebhookGates(t, env) })
 	})
 	// The serial scenarios ran before this test resumed from t.Parallel, so their routes
 	// are in the directory too.
@@ -373,4 +380,62 @@ func expectOutcome(t *testing.T, c *coalminev1beta1.Canary, metric string, want 
 		}
 	}
 	t.Errorf("no status of metric %s in %+v", metric, c.Status.Metrics)
+}
+
+// testWebhookGates: Flagger's webhooks over real HTTP. A confirm-rollout gate holds the
+// new revision in Waiting, with nothing started, until it answers 200; a rollout hook (a
+// load tester) is called each interval with Flagger's payload; the post-rollout hook
+// hears of the promotion.
+func testWebhookGates(t *testing.T, env *rolloutEnvironment) {
+	var approved atomic.Bool
+	var mu sync.Mutex
+	calls := map[string][]hooks.Payload{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p hooks.Payload
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		calls[r.URL.Path] = append(calls[r.URL.Path], p)
+		mu.Unlock()
+		if r.URL.Path == "/approve" && !approved.Load() {
+			http.Error(w, "waiting for the release manager", http.StatusForbidden)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s := newScenario(t, env, scenarioOptions{webhooks: []any{
+		map[string]any{"name": "release-manager", "type": "confirm-rollout", "url": srv.URL + "/approve"},
+		map[string]any{"name": "load-test", "url": srv.URL + "/load", "timeout": "5s", "metadata": map[string]any{"cmd": "hey -z 2s http://alice-canary/"}},
+		map[string]any{"name": "notify", "type": "post-rollout", "url": srv.URL + "/post"},
+	}})
+	s.deploy()
+	v2 := s.ship(imageV2, nil)
+	c := s.waitPhase(coalminev1beta1.PhaseWaiting, time.Minute)
+	if !strings.Contains(c.Status.Message, "confirm-rollout webhook release-manager") || !strings.Contains(c.Status.Message, "waiting for the release manager") {
+		t.Errorf("Waiting message %q, want the gate and its answer", c.Status.Message)
+	}
+	s.expectNoCanaryDeployment()
+
+	approved.Store(true)
+	c = s.waitPhase(coalminev1beta1.PhaseSucceeded, 3*time.Minute)
+	s.expectWeights(weightSeq([]int{0}, seedSteps(), []int{0}))
+	s.expectPromoted(c, v2)
+
+	mu.Lock()
+	defer mu.Unlock()
+	load, post := calls["/load"], calls["/post"]
+	if len(load) < len(seedSteps())-1 {
+		t.Errorf("%d load-test calls, want one per analysis", len(load))
+	}
+	for _, p := range load {
+		if p.Name != appName || p.Namespace != s.ns || p.Type != coalminev1beta1.RolloutHook || p.Checksum != c.Status.LastPromotedRevision ||
+			p.Phase != coalminev1beta1.PhaseProgressing || p.Metadata["cmd"] != "hey -z 2s http://alice-canary/" {
+			t.Errorf("load-test payload %+v", p)
+			break
+		}
+	}
+	if len(post) != 1 || post[0].Phase != coalminev1beta1.PhaseSucceeded {
+		t.Errorf("post-rollout calls %+v, want one, Succeeded", post)
+	}
 }

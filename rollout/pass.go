@@ -22,6 +22,7 @@ import (
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
+	"github.com/coalmine-dev/coalmine/rollout/hooks"
 	"github.com/coalmine-dev/coalmine/rollout/router"
 	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
@@ -59,6 +60,8 @@ const (
 	ReasonBareServices    = "BareServices"
 	ReasonTerminating     = "Terminating"
 	ReasonFinalized       = "Finalized"
+	ReasonWaiting         = "WaitingForApproval"
+	ReasonHookFailed      = "WebhookFailed"
 )
 
 // pass is one reconcile of one Canary: what it read, the status it builds, and the
@@ -81,6 +84,9 @@ type pass struct {
 	results  []analysis.Result
 	requeue  time.Duration
 	notReady *notReady
+	// postRollout: the revision was promoted or rolled back, call the post-rollout hooks
+	// once the status says so.
+	postRollout bool
 }
 
 type notReady struct{ reason, message string }
@@ -118,15 +124,104 @@ func (x *pass) event(typ, reason, action, format string, args ...any) {
 	x.events = append(x.events, pendingEvent{typ: typ, reason: reason, action: action, note: fmt.Sprintf(format, args...)})
 }
 
-// emit sends the events and metrics of a pass whose status is written.
-func (x *pass) emit() {
+// emit calls the post-rollout hooks and sends the events (to the API and to the event
+// hooks) and metrics of a pass whose status is written.
+func (x *pass) emit(ctx context.Context) {
+	if x.postRollout {
+		for _, h := range hooks.Of(x.canary, v1beta1.PostRolloutHook) {
+			if err := x.hooks().Call(ctx, h, x.payload()); err != nil {
+				x.event(corev1.EventTypeWarning, ReasonHookFailed, "PostRollout", "%s", hookError(h, err))
+			}
+		}
+	}
 	if x.r.Recorder != nil {
 		for _, e := range x.events {
 			x.r.Recorder.Eventf(x.canary, nil, e.typ, e.reason, e.action, "%s", e.note)
 		}
 	}
+	x.sendEventHooks(ctx)
 	recordChecks(x.canary, x.results)
 	recordStatus(x.canary, x.status)
+}
+
+// sendEventHooks sends each event of the pass to the event hooks, in the background: a
+// slow receiver must not hold the loop. Each call has the hook's own timeout.
+func (x *pass) sendEventHooks(ctx context.Context) {
+	evHooks := hooks.Of(x.canary, v1beta1.EventHook)
+	if len(evHooks) == 0 || len(x.events) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	caller, logger := x.hooks(), log.FromContext(ctx)
+	for _, e := range x.events {
+		p := x.payload()
+		p.Metadata = map[string]string{"eventMessage": e.note, "eventType": e.typ}
+		for _, h := range evHooks {
+			go func() {
+				if err := caller.Call(ctx, h, p); err != nil {
+					logger.Info("event webhook failed", "webhook", h.Name, "error", err.Error())
+				}
+			}()
+		}
+	}
+}
+
+// hooks is the webhook caller.
+func (x *pass) hooks() hooks.Caller {
+	if x.r.Hooks != nil {
+		return x.r.Hooks
+	}
+	return defaultHooks
+}
+
+var defaultHooks = &hooks.HTTP{}
+
+// payload is what the webhooks of this pass receive.
+func (x *pass) payload() hooks.Payload {
+	return hooks.Payload{Name: x.canary.Name, Namespace: x.canary.Namespace, Phase: x.status.Phase, Checksum: x.status.CanaryRevision}
+}
+
+// gateClosed calls the gates of type t (confirm-rollout, confirm-promotion) in order and
+// says why the first one that did not answer 2xx is closed; "" when all are open.
+func (x *pass) gateClosed(ctx context.Context, t v1beta1.HookType) string {
+	for _, h := range hooks.Of(x.canary, t) {
+		if err := x.hooks().Call(ctx, h, x.payload()); err != nil {
+			return hookError(h, err)
+		}
+	}
+	return ""
+}
+
+// failedHooks calls the hooks of type t (pre-rollout, rollout) and describes each that
+// failed: each is a failed check.
+func (x *pass) failedHooks(ctx context.Context, t v1beta1.HookType) []string {
+	var failed []string
+	for _, h := range hooks.Of(x.canary, t) {
+		if err := x.hooks().Call(ctx, h, x.payload()); err != nil {
+			failed = append(failed, hookError(h, err))
+		}
+	}
+	return failed
+}
+
+// hookError names the hook that failed: "pre-rollout webhook smoke: ... answered 500".
+func hookError(h *v1beta1.CanaryWebhook, err error) string {
+	t := h.Type
+	if t == "" {
+		t = v1beta1.RolloutHook
+	}
+	return fmt.Sprintf("%s webhook %s: %v", t, h.Name, err)
+}
+
+// rollbackRequested calls the rollback hooks: the name of the first that answers 2xx
+// (a person or a system asked to roll back), or "".
+func (x *pass) rollbackRequested(ctx context.Context) string {
+	for _, h := range hooks.Of(x.canary, v1beta1.RollbackHook) {
+		if x.hooks().Call(ctx, h, x.payload()) == nil {
+			return h.Name
+		}
+	}
+	return ""
 }
 
 func (x *pass) setCondition(typ string, status metav1.ConditionStatus, reason, message string) {
@@ -496,6 +591,16 @@ func (x *pass) start(ctx context.Context, cur string) error {
 		x.event(corev1.EventTypeWarning, ReasonUnguarded, "Analyse",
 			"Deployment %s changed to revision %s without being paused (is coalmine's webhook installed?); paused it now", x.target.Name, cur)
 	}
+	x.status.CanaryRevision = cur
+	if why := x.gateClosed(ctx, v1beta1.ConfirmRolloutHook); why != "" {
+		// Flagger's manual gate: nothing starts, the gate is asked again each interval.
+		if x.status.Phase != v1beta1.PhaseWaiting {
+			x.event(corev1.EventTypeNormal, ReasonWaiting, "Analyse", "Halt: revision %s waits for approval: %s", cur, why)
+		}
+		x.setPhase(v1beta1.PhaseWaiting, fmt.Sprintf("revision %s waits for approval: %s", cur, why))
+		x.requeueAfter(x.canary.AnalysisInterval())
+		return nil
+	}
 	if _, err := x.ensureCanaryDeployment(ctx, cur); err != nil {
 		return err
 	}
@@ -626,6 +731,11 @@ func (x *pass) progress(ctx context.Context) error {
 		return x.startPromotion(ctx, "analysis skipped (spec.skipAnalysis)")
 	}
 	if x.status.LastStepTime == nil {
+		// Pre-rollout hooks (a smoke test, say) before the canary gets any traffic; each
+		// failure is a failed check.
+		if failed := x.failedHooks(ctx, v1beta1.PreRolloutHook); len(failed) > 0 {
+			return x.failedCheck(ctx, failed)
+		}
 		return x.step(ctx, firstStep(c.Steps()), "canary ready")
 	}
 	due := x.status.LastStepTime.Add(c.AnalysisInterval())
@@ -698,6 +808,10 @@ func (x *pass) step(ctx context.Context, w int, why string) error {
 // threshold the revision is rolled back. All passed: next step, or promotion after the last.
 func (x *pass) analyse(ctx context.Context) error {
 	c := x.canary
+	if name := x.rollbackRequested(ctx); name != "" {
+		return x.rollback(ctx, fmt.Sprintf("rollback requested by webhook %s", name))
+	}
+	failed := x.failedHooks(ctx, v1beta1.RolloutHook)
 	in := c.DeepCopy()
 	in.Status = *x.status.DeepCopy()
 	results := x.r.Analyzer.Run(ctx, in)
@@ -706,27 +820,17 @@ func (x *pass) analyse(ctx context.Context) error {
 	x.status.LastStepTime = x.stamp()
 	x.status.Metrics = x.metricStatuses(results)
 
-	var failed, passed []string
+	var passed []string
 	for _, res := range results {
 		switch res.Outcome {
 		case v1beta1.MetricFailed, v1beta1.MetricNoData, v1beta1.MetricError:
-			d := describe(c, res)
-			failed = append(failed, d)
-			x.event(corev1.EventTypeWarning, ReasonFailedCheck, "Analyse", "Halt advancement at weight %d%%: %s", x.status.CanaryWeight, d)
+			failed = append(failed, describe(c, res))
 		default:
 			passed = append(passed, fmt.Sprintf("%s %s", res.Metric, formatValue(res.Value)))
 		}
 	}
 	if len(failed) > 0 {
-		x.status.FailedChecks++
-		if x.status.FailedChecks >= c.Threshold() {
-			return x.rollback(ctx, fmt.Sprintf("%d failed checks reached the threshold of %d; last: %s",
-				x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
-		}
-		x.setPhase(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s at canary weight %d%%: %d of %d failed checks; last: %s",
-			x.status.CanaryRevision, x.status.CanaryWeight, x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
-		x.requeueAfter(c.AnalysisInterval())
-		return nil
+		return x.failedCheck(ctx, failed)
 	}
 	why := "all checks passed"
 	if len(passed) > 0 {
@@ -734,9 +838,39 @@ func (x *pass) analyse(ctx context.Context) error {
 	}
 	next := nextStep(c.Steps(), x.status.CanaryWeight)
 	if next < 0 {
+		// Flagger's confirm-promotion gate: the analysis goes on at the maximum weight
+		// until it opens.
+		if closed := x.gateClosed(ctx, v1beta1.ConfirmPromotionHook); closed != "" {
+			const waiting = "promotion waits for approval"
+			if !strings.Contains(x.canary.Status.Message, waiting) {
+				x.event(corev1.EventTypeNormal, ReasonWaiting, "Promote", "Halt: revision %s passed the analysis; %s: %s", x.status.CanaryRevision, waiting, closed)
+			}
+			x.setPhase(v1beta1.PhaseProgressing, fmt.Sprintf("revision %s passed the analysis at the maximum weight %d%%; %s: %s",
+				x.status.CanaryRevision, x.status.CanaryWeight, waiting, closed))
+			x.requeueAfter(c.AnalysisInterval())
+			return nil
+		}
 		return x.startPromotion(ctx, fmt.Sprintf("analysis passed at the maximum weight %d%% (%s)", x.status.CanaryWeight, why))
 	}
 	return x.step(ctx, next, why)
+}
+
+// failedCheck counts one failed check (Flagger counts one per interval, whatever failed,
+// cumulative for the revision) and rolls back at the threshold.
+func (x *pass) failedCheck(ctx context.Context, failed []string) error {
+	c := x.canary
+	for _, d := range failed {
+		x.event(corev1.EventTypeWarning, ReasonFailedCheck, "Analyse", "Halt advancement at weight %d%%: %s", x.status.CanaryWeight, d)
+	}
+	x.status.FailedChecks++
+	if x.status.FailedChecks >= c.Threshold() {
+		return x.rollback(ctx, fmt.Sprintf("%d failed checks reached the threshold of %d; last: %s",
+			x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
+	}
+	x.setPhase(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s at canary weight %d%%: %d of %d failed checks; last: %s",
+		x.status.CanaryRevision, x.status.CanaryWeight, x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
+	x.requeueAfter(c.AnalysisInterval())
+	return nil
 }
 
 func (x *pass) metricStatuses(results []analysis.Result) []v1beta1.MetricStatus {
@@ -840,6 +974,7 @@ func (x *pass) rollback(ctx context.Context, reason string) error {
 	}
 	rev := x.status.CanaryRevision
 	x.status.FailedRevision = rev
+	x.postRollout = true
 	x.setPhase(v1beta1.PhaseFailed, fmt.Sprintf("revision %s rolled back: %s", rev, reason))
 	x.event(corev1.EventTypeWarning, ReasonRolledBack, "Rollback",
 		"Canary failed, revision %s rolled back: %s. Deployment %s stays paused on stable revision %s",
@@ -966,6 +1101,7 @@ func (x *pass) complete(ctx context.Context) error {
 	x.status.LastPromotedRevision = rev
 	x.status.StableRevision = rev
 	x.status.FailedRevision = ""
+	x.postRollout = true
 	x.setPhase(v1beta1.PhaseSucceeded, fmt.Sprintf("revision %s promoted", rev))
 	x.event(corev1.EventTypeNormal, ReasonSucceeded, "Promote",
 		"Promotion completed: revision %s is stable, all traffic to %s", rev, x.rt.Primary)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
+	"github.com/coalmine-dev/coalmine/rollout/hooks"
 	"github.com/coalmine-dev/coalmine/rollout/router"
 )
 
@@ -55,6 +56,8 @@ type Reconciler struct {
 	Clock clock.PassiveClock
 	// Analyzer runs a Canary's metric checks.
 	Analyzer analysis.Analyzer
+	// Hooks calls the Canaries' webhooks (spec.analysis.webhooks); nil is hooks.HTTP.
+	Hooks hooks.Caller
 	// Routers by route kind (v1beta1.RouteKindTrafficRoute, v1beta1.RouteKindMeshHTTPRoute).
 	Routers map[string]router.Router
 	// DefaultRouteKind is used when a Canary has no coalmine.dev/route-kind annotation.
@@ -156,7 +159,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 		var gone bool
 		gone, err = x.finalize(ctx)
 		if gone {
-			x.emit()
+			x.emit(ctx)
 			forgetMetrics(c.Namespace, c.Name)
 			return ctrl.Result{}, nil
 		}
@@ -188,7 +191,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 		}
 		return ctrl.Result{}, errors.Join(err, werr)
 	}
-	x.emit()
+	x.emit(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
