@@ -187,7 +187,8 @@ func (r *OptInReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// See Reconciler.SetupWithManager: app.Run may run twice in one process.
 		WithOptions(controller.Options{SkipNameValidation: ptr.To(true)}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(deployments)).
-		Watches(&v1beta1.Canary{}, handler.EnqueueRequestsFromMapFunc(targetOfCanary)).
+		// Canaries come and go; their status writes (several per rollout) change nothing here.
+		Watches(&v1beta1.Canary{}, handler.EnqueueRequestsFromMapFunc(targetOfCanary), builder.WithPredicates(canaryChanged)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.annotatedInNamespace)).
 		Complete(r)
 }

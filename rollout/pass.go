@@ -482,6 +482,11 @@ func (x *pass) initialize(ctx context.Context) error {
 // healTarget puts back the label and annotation the webhook depends on, should an apply
 // have removed them.
 func (x *pass) healTarget(ctx context.Context) error {
+	// Nearly always in place: skip updateTarget's copy and comparison of the whole
+	// Deployment, which every pass would pay.
+	if x.target.Labels[v1beta1.LabelManaged] == "true" && x.target.Annotations[v1beta1.AnnotationStableRevision] != "" {
+		return nil
+	}
 	stable := x.stableRevision()
 	return x.updateTarget(ctx, func(d *appsv1.Deployment) {
 		setManaged(d)
