@@ -206,11 +206,7 @@ func (x *pass) failedHooks(ctx context.Context, t v1beta1.HookType) []string {
 
 // hookError names the hook that failed: "pre-rollout webhook smoke: ... answered 500".
 func hookError(h *v1beta1.CanaryWebhook, err error) string {
-	t := h.Type
-	if t == "" {
-		t = v1beta1.RolloutHook
-	}
-	return fmt.Sprintf("%s webhook %s: %v", t, h.Name, err)
+	return fmt.Sprintf("%s webhook %s: %v", hooks.TypeOf(h), h.Name, err)
 }
 
 // rollbackRequested calls the rollback hooks: the name of the first that answers 2xx

@@ -37,10 +37,18 @@ const NoCanary = "-"
 // ServiceControllerIndex is the extractor of IndexServiceController; tests register it on
 // a fake client.
 func ServiceControllerIndex(obj client.Object) []string {
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
-		return []string{ref.Name}
+	if name := controllingCanary(obj); name != "" {
+		return []string{name}
 	}
 	return []string{NoCanary}
+}
+
+// controllingCanary is the name of the Canary controlling obj, or "".
+func controllingCanary(obj client.Object) string {
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
+		return ref.Name
+	}
+	return ""
 }
 
 // canaryChanged passes what a pass must see: spec (generation; set deletion bumps it too),
@@ -133,8 +141,8 @@ func (r *Reconciler) serviceHandler() handler.EventHandler {
 }
 
 func (r *Reconciler) canariesOfService(ctx context.Context, obj client.Object) []reconcile.Request {
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
-		return []reconcile.Request{request(obj.GetNamespace(), ref.Name)}
+	if name := controllingCanary(obj); name != "" {
+		return []reconcile.Request{request(obj.GetNamespace(), name)}
 	}
 	svc, ok := obj.(*corev1.Service)
 	if !ok {
@@ -167,8 +175,8 @@ func (r *Reconciler) canariesOfService(ctx context.Context, obj client.Object) [
 // canariesOfDeployment maps a canary Deployment to its owning Canary and a target
 // Deployment to the Canaries that name it.
 func (r *Reconciler) canariesOfDeployment(ctx context.Context, obj client.Object) []reconcile.Request {
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Canary" && ref.APIVersion == v1beta1.GroupVersion.String() {
-		return []reconcile.Request{request(obj.GetNamespace(), ref.Name)}
+	if name := controllingCanary(obj); name != "" {
+		return []reconcile.Request{request(obj.GetNamespace(), name)}
 	}
 	var list v1beta1.CanaryList
 	// Event handlers never wait for the loop's writes to reach the cache (they feed it).

@@ -57,24 +57,24 @@ func Of(c *v1beta1.Canary, t v1beta1.HookType) []*v1beta1.CanaryWebhook {
 	}
 	var out []*v1beta1.CanaryWebhook
 	for i := range c.Spec.Analysis.Webhooks {
-		h := &c.Spec.Analysis.Webhooks[i]
-		ht := h.Type
-		if ht == "" {
-			ht = v1beta1.RolloutHook
-		}
-		if ht == t {
+		if h := &c.Spec.Analysis.Webhooks[i]; TypeOf(h) == t {
 			out = append(out, h)
 		}
 	}
 	return out
 }
 
+// TypeOf is the type of hook; one without a type is a rollout hook, as in Flagger.
+func TypeOf(hook *v1beta1.CanaryWebhook) v1beta1.HookType {
+	if hook.Type == "" {
+		return v1beta1.RolloutHook
+	}
+	return hook.Type
+}
+
 // Call implements Caller.
 func (h *HTTP) Call(ctx context.Context, hook *v1beta1.CanaryWebhook, p Payload) error {
-	p.Type = hook.Type
-	if p.Type == "" {
-		p.Type = v1beta1.RolloutHook
-	}
+	p.Type = TypeOf(hook)
 	if len(hook.Metadata) > 0 {
 		md := maps.Clone(hook.Metadata)
 		maps.Copy(md, p.Metadata)
