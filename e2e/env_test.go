@@ -246,33 +246,8 @@ func parseYAML(data []byte) ([]*unstructured.Unstructured, error) {
 // yet: it is the failure message).
 func waitFor(t *testing.T, timeout time.Duration, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), timeout)
-	defer cancel()
-	if err := poll(ctx, cond); err != nil {
-		t.Fatalf("waited %s: %v", timeout, err)
-	}
-}
-
-// poll calls cond every 100 ms until it returns true (nil) or ctx ends; then it returns
-// the last error cond gave, or a plain "still false".
-func poll(ctx context.Context, cond func(ctx context.Context) (bool, error)) error {
-	var last error
-	for {
-		ok, err := cond(ctx)
-		if err == nil && ok {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			if last == nil {
-				last = errors.New("condition still false")
-			}
-			return last
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := sandbox.Poll(t.Context(), timeout, 100*time.Millisecond, cond); err != nil {
+		t.Fatalf("waited: %v", err)
 	}
 }
 

@@ -403,10 +403,8 @@ func (s *scenario) ship(image string, env map[string]string) *appsv1.Deployment 
 // time bound with what cond last said and where the Canary is.
 func (s *scenario) await(timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.ctx, timeout)
-	defer cancel()
-	if err := poll(ctx, cond); err != nil {
-		s.t.Fatalf("%s: not within %s: %v\n%s", what, timeout, err, s.describe())
+	if err := sandbox.Poll(s.ctx, timeout, 100*time.Millisecond, cond); err != nil {
+		s.t.Fatalf("%s: not yet: %v\n%s", what, err, s.describe())
 	}
 }
 
@@ -518,20 +516,7 @@ func (s *scenario) expectNoCanaryDeployment() {
 func (s *scenario) expectPodsOn(image string, rolledOut bool) {
 	s.t.Helper()
 	s.await(time.Minute, fmt.Sprintf("%s pods on %s", appName, image), func(ctx context.Context) (bool, error) {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(s.ns), client.MatchingLabels{"app": appName}); err != nil {
-			return false, err
-		}
-		var images []string
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp == nil {
-				images = append(images, p.Spec.Containers[0].Image)
-			}
-		}
-		if len(images) != replicas || slices.ContainsFunc(images, func(i string) bool { return i != image }) {
-			return false, fmt.Errorf("pods of %s run %v, want %d on %s", appName, images, replicas, image)
-		}
-		return true, nil
+		return podsOn(ctx, s.ns, appName, image, replicas)
 	})
 	rss := &appsv1.ReplicaSetList{}
 	if err := k8s.List(s.ctx, rss, client.InNamespace(s.ns), client.MatchingLabels{"app": appName}); err != nil {

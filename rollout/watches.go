@@ -79,64 +79,60 @@ var routeDeleted = predicate.Funcs{
 // need not poll. They only happen while a canary Deployment starts and while the target
 // rolls a promoted revision: coalmine's webhook keeps the target paused otherwise.
 func (r *Reconciler) deploymentHandler() handler.EventHandler {
-	enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
-		for _, req := range reqs {
-			q.Add(req)
+	return mapEvents(r.canariesOfDeployment, func(old, new client.Object) []client.Object {
+		if deploymentMoved(old, new) {
+			return []client.Object{new}
 		}
+		return nil
+	})
+}
+
+// deploymentMoved reports whether an update changed what a pass reads of a Deployment:
+// spec, labels, annotations, owners, deletion or readiness. A resync changes nothing.
+func deploymentMoved(old, new client.Object) bool {
+	o, ok1 := old.(*appsv1.Deployment)
+	n, ok2 := new.(*appsv1.Deployment)
+	switch {
+	case !ok1 || !ok2:
+		return true
+	case o.ResourceVersion == n.ResourceVersion:
+		return false
 	}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(q, r.canariesOfDeployment(ctx, e.Object))
-		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			o, ok1 := e.ObjectOld.(*appsv1.Deployment)
-			n, ok2 := e.ObjectNew.(*appsv1.Deployment)
-			switch {
-			case !ok1 || !ok2:
-				enqueue(q, r.canariesOfDeployment(ctx, e.ObjectNew))
-			case o.ResourceVersion == n.ResourceVersion:
-				// A resync: nothing changed.
-			case o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels) ||
-				!maps.Equal(o.Annotations, n.Annotations) || !slices.Equal(o.OwnerReferences, n.OwnerReferences) ||
-				o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero():
-				enqueue(q, r.canariesOfDeployment(ctx, n))
-			case !workload.SameReadiness(o, n):
-				enqueue(q, r.canariesOfDeployment(ctx, n))
-			}
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(q, r.canariesOfDeployment(ctx, e.Object))
-		},
-		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(q, r.canariesOfDeployment(ctx, e.Object))
-		},
-	}
+	return o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels) ||
+		!maps.Equal(o.Annotations, n.Annotations) || !slices.Equal(o.OwnerReferences, n.OwnerReferences) ||
+		o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() ||
+		!workload.SameReadiness(o, n)
 }
 
 // serviceHandler maps a Service to its Canary when one controls it, and otherwise to the
 // Canaries whose pods it selects before or after the change (adoption and the
 // BareServices condition): not to every Canary of the namespace.
 func (r *Reconciler) serviceHandler() handler.EventHandler {
-	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
+	return mapEvents(r.canariesOfService, func(old, new client.Object) []client.Object {
+		return []client.Object{old, new}
+	})
+}
+
+// mapEvents is an event handler that queues toCanaries(obj) for the object of a create,
+// delete or generic event, and for each object that update picks of an update's old and
+// new (none: the update starts no pass).
+func mapEvents(toCanaries func(context.Context, client.Object) []reconcile.Request,
+	update func(old, new client.Object) []client.Object) handler.EventHandler {
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	enqueue := func(ctx context.Context, q queue, objs ...client.Object) {
 		for _, obj := range objs {
-			for _, req := range r.canariesOfService(ctx, obj) {
+			for _, req := range toCanaries(ctx, obj) {
 				q.Add(req)
 			}
 		}
 	}
 	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.Object)
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) { enqueue(ctx, q, e.Object) },
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
+			enqueue(ctx, q, update(e.ObjectOld, e.ObjectNew)...)
 		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.ObjectOld, e.ObjectNew)
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.Object)
-		},
-		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, q, e.Object)
-		},
+		DeleteFunc:  func(ctx context.Context, e event.DeleteEvent, q queue) { enqueue(ctx, q, e.Object) },
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q queue) { enqueue(ctx, q, e.Object) },
 	}
 }
 

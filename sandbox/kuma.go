@@ -96,7 +96,7 @@ func installTrafficRoutePolicy(ctx context.Context, c client.Client) error {
 		"mesh":       "default",
 		"spec":       map[string]any{},
 	}}
-	return poll(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+	return Poll(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		err := c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
 		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
 			return true, nil
@@ -112,7 +112,7 @@ func installTrafficRoutePolicy(ctx context.Context, c client.Client) error {
 // waits for discovery, this also covers CRDs created outside it.
 func waitCRDsEstablished(ctx context.Context, c client.Client, names ...string) error {
 	for _, name := range names {
-		err := poll(ctx, 30*time.Second, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+		err := Poll(ctx, 30*time.Second, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
 				return false, err

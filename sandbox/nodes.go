@@ -133,7 +133,7 @@ func (s *Sandbox) startNodes(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := poll(ctx, 60*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+	if err := Poll(ctx, 60*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if done, err := kwok.exited(); done {
 			return false, err
 		}
@@ -151,7 +151,7 @@ func (s *Sandbox) startNodes(ctx context.Context) error {
 		return fmt.Errorf("wait for the fake node: %w", err)
 	}
 	// The ServiceAccount controller proves the controller-manager works end to end.
-	if err := poll(ctx, 60*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+	if err := Poll(ctx, 60*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if done, err := kcm.exited(); done {
 			return false, err
 		}
@@ -197,7 +197,7 @@ func waitHealthy(ctx context.Context, p *process, port int) error {
 	}}
 	defer hc.CloseIdleConnections()
 	url := fmt.Sprintf("https://127.0.0.1:%d/healthz", port)
-	err := poll(ctx, 60*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+	err := Poll(ctx, 60*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if done, err := p.exited(); done {
 			return false, err
 		}

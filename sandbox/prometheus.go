@@ -132,7 +132,7 @@ func (s *Sandbox) StartPrometheus(ctx context.Context) error {
 	}
 	s.prom = p
 	s.PrometheusURL = "http://" + addr
-	err = poll(ctx, 60*time.Second, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+	err = Poll(ctx, 60*time.Second, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if done, err := p.exited(); done {
 			return false, err
 		}
@@ -210,7 +210,7 @@ func (s *Sandbox) reloadPrometheus(ctx context.Context) (running bool, err error
 // waitTargetHealth waits until Prometheus reports the target up.
 func (s *Sandbox) waitTargetHealth(ctx context.Context, job, hostport string) error {
 	u := s.PrometheusURL + "/api/v1/targets?state=active&scrapePool=" + url.QueryEscape(job)
-	return poll(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+	return Poll(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

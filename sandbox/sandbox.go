@@ -371,9 +371,10 @@ func (s *Sandbox) Stop() error {
 	return s.stopErr
 }
 
-// poll calls cond every interval until it is done, cond returns no error and true, or
-// timeout passes; the error then says what cond last reported.
-func poll(ctx context.Context, timeout, interval time.Duration, cond func(context.Context) (bool, error)) error {
+// Poll calls cond every interval until ctx is done, cond returns no error and true, or
+// timeout passes; the error then says what cond last reported. The e2e tests wait with it
+// too.
+func Poll(ctx context.Context, timeout, interval time.Duration, cond func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
