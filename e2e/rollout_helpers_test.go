@@ -31,6 +31,7 @@ import (
 	coalminev1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
 	"github.com/coalmine-dev/coalmine/cmd/coalmine/demo"
+	"github.com/coalmine-dev/coalmine/rollout/router"
 	"github.com/coalmine-dev/coalmine/sandbox"
 	"github.com/coalmine-dev/coalmine/sandbox/meshsim"
 )
@@ -380,7 +381,7 @@ func (s *scenario) deploy() *coalminev1beta1.Canary {
 // recordRoute watches the scenario's route on cluster c.
 func (s *scenario) recordRoute(c client.WithWatch, label string) *routeRecorder {
 	if s.routeKind == coalminev1beta1.RouteKindMeshHTTPRoute {
-		return recordRoute(s.t, s.ctx, c, meshHTTPRouteGVK, s.ns, appName, s.ns, "", "")
+		return recordRoute(s.t, s.ctx, c, meshHTTPRouteGVK, s.ns, router.MeshHTTPRouteName(appName), s.ns, "", "")
 	}
 	return recordRoute(s.t, s.ctx, c, trafficRouteGVK, "", appName+"."+s.ns, s.ns, label, s.env.dumpDir)
 }

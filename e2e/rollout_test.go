@@ -22,6 +22,7 @@ import (
 	coalminev1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/cmd/coalmine/app"
 	"github.com/coalmine-dev/coalmine/rollout/hooks"
+	"github.com/coalmine-dev/coalmine/rollout/router"
 	"github.com/coalmine-dev/coalmine/sandbox"
 	"github.com/coalmine-dev/coalmine/sandbox/meshsim"
 )
@@ -183,7 +184,7 @@ func testMeshHTTPRoute(t *testing.T, env *rolloutEnvironment) {
 
 	route := &unstructured.Unstructured{}
 	route.SetGroupVersionKind(meshHTTPRouteGVK)
-	if err := k8s.Get(s.ctx, client.ObjectKey{Namespace: s.ns, Name: appName}, route); err != nil {
+	if err := k8s.Get(s.ctx, client.ObjectKey{Namespace: s.ns, Name: router.MeshHTTPRouteName(appName)}, route); err != nil {
 		t.Fatalf("get MeshHTTPRoute: %v", err)
 	}
 	if mesh := route.GetLabels()[coalminev1beta1.AnnotationMesh]; mesh != meshName {

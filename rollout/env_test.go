@@ -2,7 +2,9 @@ package rollout
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,10 +45,14 @@ type fakeRouter struct {
 	history []int
 	writes  int
 	err     error
+	// deleteErr fails every Delete (an unreachable control plane); foreign marks routes
+	// that exist but are not coalmine's.
+	deleteErr error
+	foreign   map[string]bool
 }
 
 func newFakeRouter() *fakeRouter {
-	return &fakeRouter{weights: map[string]int{}, targets: map[string]router.Target{}}
+	return &fakeRouter{weights: map[string]int{}, targets: map[string]router.Target{}, foreign: map[string]bool{}}
 }
 
 func routeKey(t router.Target) string { return t.Namespace + "/" + t.Apex }
@@ -67,16 +73,31 @@ func (f *fakeRouter) SetWeights(_ context.Context, t router.Target, w int) error
 	return nil
 }
 
-func (f *fakeRouter) Weights(_ context.Context, t router.Target) (int, bool, error) {
+func (f *fakeRouter) Observe(_ context.Context, t router.Target) (router.Observed, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w, ok := f.weights[routeKey(t)]
-	return w, ok, f.err
+	if f.foreign[routeKey(t)] {
+		return router.Observed{Found: true}, f.err
+	}
+	return router.Observed{Found: ok, Ours: ok, Weight: w}, f.err
+}
+
+func (f *fakeRouter) Acquire(_ context.Context, t router.Target) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.foreign[routeKey(t)] {
+		return fmt.Errorf("route %s exists and is not coalmine's: %w", routeKey(t), router.ErrNotOurs)
+	}
+	return f.err
 }
 
 func (f *fakeRouter) Delete(_ context.Context, t router.Target) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.deleteErr != nil {
+		return f.deleteErr
+	}
 	if _, ok := f.weights[routeKey(t)]; ok {
 		delete(f.weights, routeKey(t))
 		f.writes++
@@ -86,6 +107,10 @@ func (f *fakeRouter) Delete(_ context.Context, t router.Target) error {
 
 func (f *fakeRouter) Object(t router.Target) *metav1.PartialObjectMetadata {
 	return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: routeKey(t)}}
+}
+
+func (f *fakeRouter) Ref(t router.Target) router.RouteRef {
+	return router.RouteRef{Kind: v1beta1.RouteKindTrafficRoute, Name: t.Apex + "." + t.Namespace, Mesh: t.Mesh}
 }
 
 func (f *fakeRouter) weight(apex string) (int, bool) {
@@ -318,12 +343,79 @@ func (e *env) kube() {
 			n := *d.Spec.Replicas
 			st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas = n, n, n, n
 		}
+		if !d.Spec.Paused {
+			e.rollReplicaSets(d)
+		}
 		if !equality.Semantic.DeepEqual(*st, d.Status) {
 			d.Status = *st
 			if err := e.base.Status().Update(ctx, d); err != nil {
 				e.t.Fatal(err)
 			}
 		}
+	}
+}
+
+// rollReplicaSets plays the ReplicaSet side of the deployment controller: the current
+// template gets a ReplicaSet with all replicas (pod-template-hash label added, the next
+// deployment revision), every other one is scaled to 0. A paused Deployment rolls nothing.
+func (e *env) rollReplicaSets(d *appsv1.Deployment) {
+	e.t.Helper()
+	ctx := context.Background()
+	var list appsv1.ReplicaSetList
+	if err := e.base.List(ctx, &list, client.InNamespace(d.Namespace)); err != nil {
+		e.t.Fatal(err)
+	}
+	hash := v1beta1.TemplateRevision(&d.Spec.Template)
+	name := d.Name + "-" + hash
+	maxRev, found := 0, false
+	for i := range list.Items {
+		rs := &list.Items[i]
+		if !metav1.IsControlledBy(rs, d) {
+			continue
+		}
+		rev, _ := strconv.Atoi(rs.Annotations["deployment.kubernetes.io/revision"])
+		maxRev = max(maxRev, rev)
+		want := int32(0)
+		if rs.Name == name {
+			found, want = true, *d.Spec.Replicas
+		}
+		if *rs.Spec.Replicas != want {
+			rs.Spec.Replicas = ptr.To(want)
+			if err := e.base.Update(ctx, rs); err != nil {
+				e.t.Fatal(err)
+			}
+		}
+	}
+	if found {
+		return
+	}
+	tmpl := d.Spec.Template.DeepCopy()
+	if tmpl.Labels == nil {
+		tmpl.Labels = map[string]string{}
+	}
+	tmpl.Labels["pod-template-hash"] = hash
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.Namespace, Labels: tmpl.Labels,
+			Annotations:     map[string]string{"deployment.kubernetes.io/revision": strconv.Itoa(maxRev + 1)},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To(*d.Spec.Replicas), Selector: d.Spec.Selector.DeepCopy(), Template: *tmpl},
+	}
+	if err := e.base.Create(ctx, rs); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// servingReplicaSet is the ReplicaSet the deployment controller made for d's template as it
+// is now (revision 1, all replicas), for a test that changes d's template afterwards.
+func servingReplicaSet(d *appsv1.Deployment) *appsv1.ReplicaSet {
+	hash := v1beta1.TemplateRevision(&d.Spec.Template)
+	tmpl := d.Spec.Template.DeepCopy()
+	tmpl.Labels["pod-template-hash"] = hash
+	return &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-" + hash, Namespace: d.Namespace, Labels: tmpl.Labels,
+			Annotations:     map[string]string{"deployment.kubernetes.io/revision": "1"},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To(*d.Spec.Replicas), Selector: d.Spec.Selector.DeepCopy(), Template: *tmpl},
 	}
 }
 

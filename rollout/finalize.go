@@ -3,12 +3,11 @@ package rollout
 import (
 	"context"
 	"fmt"
-	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -16,108 +15,148 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
-// finalize undoes the Canary before it goes: all traffic to primary, route and canary
-// Deployment deleted, the target unpaused and unmanaged, the Services kept (without owner
-// references, or the garbage collector would take them) unless coalmine.dev/delete-services
-// is "true". gone reports that the finalizer is off and no status is left to write.
+// Event reasons of a deletion.
+const (
+	ReasonTerminating    = "Terminating"
+	ReasonFinalized      = "Finalized"
+	ReasonRouteLeftOver  = "RouteLeftBehind"
+	ReasonHandedOver     = "HandedOver"
+	routeCleanupDeadline = 2 * time.Minute
+)
+
+// finalize undoes the Canary before it goes, acting on exactly what its status says it
+// owns:
+//  1. the target first (it matters most): unpaused unless the user had paused it,
+//     unmanaged, its stable revision set to its template so a lagging webhook holds
+//     nothing. When another Canary is waiting for the same Deployment (the opt-in ->
+//     explicit Canary hand-over), the target stays paused and managed for it.
+//  2. the canary Deployment (controlled by this Canary).
+//  3. the route: all traffic to primary, then deleted, if it carries coalmine's labels.
+//     Best effort and bounded: a missing CRD is gone; an unreachable control plane is
+//     retried for routeCleanupDeadline after the deletion, then a Warning names what is
+//     left and the finalizer goes. coalmine.dev/skip-route-cleanup: "true" skips it.
+//  4. the Services it created or adopted: released, or deleted with
+//     coalmine.dev/delete-services: "true".
 //
-// The target keeps a coalmine.dev/stable-revision equal to its current template: should a
-// webhook still see it (an informer lagging behind the removed label), template and stable
-// revision agree and nothing is paused. A canary that was being analysed rolls out with the
-// unpause: deleting the Canary removes the guard.
+// A Canary that never acquired its target owns nothing and goes at once. gone reports
+// that the finalizer is off and no status is left to write.
 func (x *pass) finalize(ctx context.Context) (gone bool, err error) {
 	c := x.canary
 	if !controllerutil.ContainsFinalizer(c, v1beta1.Finalizer) {
 		return true, nil
 	}
-	logger := log.FromContext(ctx)
+	own := x.status.Ownership
+	if own == nil {
+		return x.removeFinalizer(ctx, "this Canary never acquired a Deployment: nothing to restore")
+	}
 	if x.status.Phase != v1beta1.PhaseTerminating {
-		x.setPhase(v1beta1.PhaseTerminating, "restoring the Deployment and removing the route")
-		x.event(corev1.EventTypeNormal, ReasonTerminating, "Finalize", "Canary deleted: restoring Deployment %s and removing the route", c.Spec.TargetRef.Name)
+		x.transition(v1beta1.PhaseTerminating, "restoring the Deployment and removing the route")
+		x.event(corev1.EventTypeNormal, ReasonTerminating, "Finalize", "Canary deleted: restoring Deployment %s and removing the route", own.Target.Name)
 		if err := x.writeStatus(ctx); err != nil {
 			return false, err
 		}
 	}
-
-	if rt := x.r.Routers[x.r.routeKind(c)]; rt != nil {
-		mesh, err := x.r.meshName(ctx, c)
-		if err != nil {
-			return false, err
-		}
-		x.rt = routeTarget(c, mesh)
-		w, found, err := rt.Weights(ctx, x.rt)
-		if err != nil {
-			return false, fmt.Errorf("read route: %w", err)
-		}
-		if found && w != 0 {
-			if err := rt.SetWeights(ctx, x.rt, 0); err != nil {
-				return false, fmt.Errorf("route all traffic to primary: %w", err)
-			}
-		}
-		if err := rt.Delete(ctx, x.rt); err != nil {
-			return false, fmt.Errorf("delete route: %w", err)
-		}
-	} else {
-		logger.Info("no router for the route kind, leaving any route in place", "kind", x.r.routeKind(c))
+	successor, err := x.successor(ctx)
+	if err != nil {
+		return false, err
 	}
-
+	if err := x.releaseTarget(ctx, successor); err != nil {
+		return false, err
+	}
 	if err := x.deleteCanaryDeployment(ctx); err != nil {
 		return false, err
 	}
-
-	target := &appsv1.Deployment{}
-	err = x.r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}, target)
-	switch {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return false, fmt.Errorf("get target deployment: %w", err)
-	default:
-		x.target = target
-		cur := x.revision()
-		if err := x.updateTarget(ctx, func(d *appsv1.Deployment) {
-			d.Spec.Paused = false
-			delete(d.Labels, v1beta1.LabelManaged)
-			delete(d.Annotations, v1beta1.AnnotationRevision)
-			setAnnotation(d, v1beta1.AnnotationStableRevision, cur)
-		}); err != nil {
+	left := x.cleanUpRoute(ctx)
+	if left != "" && x.now.Before(c.DeletionTimestamp.Add(routeCleanupDeadline)) {
+		x.requeueAfter(10 * time.Second)
+		x.stop("RouteCleanupPending", "removing the route failed, retrying until %s after the deletion, then leaving it (annotation %s: \"true\" skips it): %s",
+			routeCleanupDeadline, v1beta1.AnnotationSkipCleanup, left)
+		return false, nil
+	}
+	if left != "" {
+		x.event(corev1.EventTypeWarning, ReasonRouteLeftOver, "Finalize",
+			"Route not removed within %s: %s. Delete it on the mesh control plane by hand; coalmine no longer manages it", routeCleanupDeadline, left)
+	}
+	deleteServices := c.Annotations[v1beta1.AnnotationDeleteServices] == "true" && successor == ""
+	for _, s := range own.Services {
+		if err := x.giveBackService(ctx, s.Name, deleteServices && !s.Adopted); err != nil {
 			return false, err
 		}
 	}
+	how := map[bool]string{true: "deleted", false: "kept"}[deleteServices]
+	if successor != "" {
+		x.event(corev1.EventTypeNormal, ReasonHandedOver, "Finalize", "Deployment %s stays paused and managed for Canary %s", own.Target.Name, successor)
+	}
+	return x.removeFinalizer(ctx, fmt.Sprintf("Deployment %s restored; route removed; Services %s", own.Target.Name, how))
+}
 
-	deleteServices := c.Annotations[v1beta1.AnnotationDeleteServices] == "true"
-	for _, name := range []string{c.ApexName(), c.PrimaryName(), c.CanaryName()} {
-		svc := &corev1.Service{}
-		err := x.r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, svc)
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("get service %s: %w", name, err)
-		}
-		if !metav1.IsControlledBy(svc, c) {
-			continue
-		}
-		if deleteServices {
-			if err := x.r.Client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
-				return false, fmt.Errorf("delete service %s: %w", name, err)
-			}
-			continue
-		}
-		svc.OwnerReferences = slices.DeleteFunc(svc.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == c.UID })
-		if err := x.r.Client.Update(ctx, svc); err != nil {
-			return false, fmt.Errorf("release service %s: %w", name, err)
+// successor names another live Canary of the same target, which takes over once this one
+// is gone.
+func (x *pass) successor(ctx context.Context) (string, error) {
+	var list v1beta1.CanaryList
+	if err := x.r.Client.List(ctx, &list, client.InNamespace(x.canary.Namespace),
+		client.MatchingFields{IndexTargetName: x.status.Ownership.Target.Name}); err != nil {
+		return "", fmt.Errorf("list canaries of deployment %s: %w", x.status.Ownership.Target.Name, err)
+	}
+	for _, o := range list.Items {
+		if o.UID != x.canary.UID && o.DeletionTimestamp.IsZero() {
+			return o.Name, nil
 		}
 	}
+	return "", nil
+}
 
-	controllerutil.RemoveFinalizer(c, v1beta1.Finalizer)
-	if err := x.r.Client.Update(ctx, c); err != nil {
+// releaseTarget gives the target back (or keeps it held for a successor).
+func (x *pass) releaseTarget(ctx context.Context, successor string) error {
+	own := x.status.Ownership
+	target := &appsv1.Deployment{}
+	err := x.r.Client.Get(ctx, client.ObjectKey{Namespace: x.canary.Namespace, Name: own.Target.Name}, target)
+	if apierrors.IsNotFound(err) || (err == nil && string(target.UID) != own.Target.UID && own.Target.UID != "") {
+		return nil // gone, or a Deployment this Canary never acquired
+	}
+	if err != nil {
+		return fmt.Errorf("get target deployment: %w", err)
+	}
+	if successor != "" {
+		return nil
+	}
+	x.target = target
+	d := target.DeepCopy()
+	d.Spec.Paused = own.UserPaused
+	delete(d.Labels, v1beta1.LabelManaged)
+	delete(d.Annotations, v1beta1.AnnotationRevision)
+	setAnnotation(d, v1beta1.AnnotationStableRevision, x.revision())
+	return x.writeTarget(ctx, d)
+}
+
+// cleanUpRoute removes the recorded route; it says what is left, "" when nothing is.
+func (x *pass) cleanUpRoute(ctx context.Context) string {
+	route := x.status.Ownership.Route
+	if route == nil || x.canary.Annotations[v1beta1.AnnotationSkipCleanup] == "true" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := x.zeroOwnedRoute(ctx, *route); err != nil {
+		log.FromContext(ctx).Info("route not set to primary before deletion", "kind", route.Kind, "name", route.Name, "error", err.Error())
+	}
+	if err := x.deleteOwnedRoute(ctx, *route); err != nil {
+		log.FromContext(ctx).Info("route clean-up failed", "kind", route.Kind, "name", route.Name, "error", err.Error())
+		return fmt.Sprintf("%s %s (mesh %s, %s cluster): %v", route.Kind, route.Name, route.Mesh, route.Cluster, err)
+	}
+	return ""
+}
+
+func (x *pass) removeFinalizer(ctx context.Context, note string) (bool, error) {
+	orig := x.canary.DeepCopy()
+	controllerutil.RemoveFinalizer(x.canary, v1beta1.Finalizer)
+	if err := x.r.Client.Patch(ctx, x.canary, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsNotFound(err) {
 			return true, nil
 		}
 		return false, fmt.Errorf("remove finalizer: %w", err)
 	}
-	x.event(corev1.EventTypeNormal, ReasonFinalized, "Finalize", "Deployment %s restored and unpaused; route removed; Services %s",
-		c.Spec.TargetRef.Name, map[bool]string{true: "deleted", false: "kept"}[deleteServices])
-	logger.Info("canary finalized")
+	x.r.memo.forget(canaryKey(x.canary))
+	x.event(corev1.EventTypeNormal, ReasonFinalized, "Finalize", "%s", note)
 	return true, nil
 }

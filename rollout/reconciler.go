@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -74,6 +73,8 @@ type Reconciler struct {
 
 	// cachedRoutes are the route kinds whose metadata this cluster's cache watches.
 	cachedRoutes map[string]bool
+	// memo remembers the loop's own writes, so no pass acts on a cache behind them.
+	memo writeMemo
 }
 
 // SetupWithManager registers the reconciler and its watches: Canaries; Deployments (a
@@ -113,7 +114,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1beta1.Canary{}, builder.WithPredicates(canaryChanged)).
 		Watches(&appsv1.Deployment{}, r.deploymentHandler()).
 		Watches(&corev1.Service{}, r.serviceHandler()).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfNamespace))
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfNamespace)).
+		// A Canary that goes wakes the others of its Deployment: a duplicate waiting for
+		// it, or the explicit Canary an opt-in one hands over to.
+		Watches(&v1beta1.Canary{}, handler.EnqueueRequestsFromMapFunc(r.siblingsOf), builder.WithPredicates(canaryGoing))
 	r.cachedRoutes = map[string]bool{}
 	for kind := range r.Routers {
 		if r.RemoteRouteKinds[kind] {
@@ -146,9 +150,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetMetrics(req.Namespace, req.Name)
+			r.memo.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get canary: %w", err)
+	}
+	if r.memo.behind(memoCanary, req.NamespacedName, c.ResourceVersion) {
+		// The cache has not caught up with this loop's last write of the Canary: acting on
+		// the older status could undo a decision (a rollback resurrected as a canary).
+		logger.V(1).Info("cache behind our last write, retrying", "resourceVersion", c.ResourceVersion)
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
 	}
 	x := r.newPass(c)
 	ctx = log.IntoContext(ctx, logger.WithValues("phase", c.Status.Phase))
@@ -175,20 +186,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 		// The cache lagged behind a write (ours or someone's): try again from the new
 		// state without counting it as a failure.
 		logger.V(1).Info("conflict, retrying", "error", err.Error())
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
 	}
 	if err != nil {
 		x.setCondition(conditionReady, metav1.ConditionFalse, "ReconcileError", err.Error())
-	} else if x.notReady == nil && c.DeletionTimestamp.IsZero() && !c.Spec.Suspend {
-		x.setCondition(conditionReady, metav1.ConditionTrue, "Reconciled", "the Services, the route and the target are in place")
-	} else if x.notReady != nil {
-		x.setCondition(conditionReady, metav1.ConditionFalse, x.notReady.reason, x.notReady.message)
+	} else if !c.Spec.Suspend {
+		x.setReady()
 	}
 	if werr := x.writeStatus(ctx); werr != nil {
-		if apierrors.IsConflict(werr) {
-			logger.V(1).Info("status conflict, retrying", "error", werr.Error())
-			return ctrl.Result{RequeueAfter: time.Second}, nil
-		}
 		return ctrl.Result{}, errors.Join(err, werr)
 	}
 	x.emit(ctx)
@@ -198,24 +203,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 	return ctrl.Result{RequeueAfter: x.requeue}, nil
 }
 
-// writeStatus writes the working status when it differs from the one read.
-func (x *pass) writeStatus(ctx context.Context) error {
-	x.status.ObservedGeneration = x.canary.Generation
-	if equality.Semantic.DeepEqual(*x.status, x.canary.Status) {
-		return nil
-	}
-	c := x.canary.DeepCopy()
-	c.Status = *x.status
-	if err := x.r.Client.Status().Update(ctx, c); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("update canary status: %w", err)
-	}
-	x.canary.Status = *x.status.DeepCopy()
-	x.canary.ResourceVersion = c.ResourceVersion
-	return nil
-}
+// cacheLagRetry is how soon a pass that read behind a write runs again: the cache
+// catches up within milliseconds, and the watch event does not start a pass by itself
+// for the loop's own status writes.
+const cacheLagRetry = 250 * time.Millisecond
 
 // routeKind is the Canary's coalmine.dev/route-kind annotation, else the default.
 func (r *Reconciler) routeKind(c *v1beta1.Canary) string {
@@ -226,24 +217,6 @@ func (r *Reconciler) routeKind(c *v1beta1.Canary) string {
 		return r.DefaultRouteKind
 	}
 	return v1beta1.RouteKindTrafficRoute
-}
-
-// meshName is the Canary's kuma.io/mesh annotation, else its namespace's, else default.
-func (r *Reconciler) meshName(ctx context.Context, c *v1beta1.Canary) (string, error) {
-	if m := c.Annotations[v1beta1.AnnotationMesh]; m != "" {
-		return m, nil
-	}
-	ns := &corev1.Namespace{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: c.Namespace}, ns); err != nil {
-		if apierrors.IsNotFound(err) {
-			return router.DefaultMesh, nil
-		}
-		return "", fmt.Errorf("get namespace %s: %w", c.Namespace, err)
-	}
-	if m := ns.Annotations[v1beta1.AnnotationMesh]; m != "" {
-		return m, nil
-	}
-	return router.DefaultMesh, nil
 }
 
 // olderCanaryOf names another Canary guarding the same Deployment that came first (by

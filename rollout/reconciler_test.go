@@ -19,6 +19,7 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/router"
+	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
 
 func TestInitialize(t *testing.T) {
@@ -247,7 +248,7 @@ func TestFailedCheckCounting(t *testing.T) {
 		{"all passed advance each interval", []v1beta1.MetricOutcome{"Passed", "Passed"}, 0, 15},
 		{"no data counts as failed", []v1beta1.MetricOutcome{"NoData", "Passed"}, 1, 10},
 		{"query error counts as failed", []v1beta1.MetricOutcome{"Error", "Error"}, 2, 5},
-		{"skipped is not failed", []v1beta1.MetricOutcome{"Skipped", "Skipped"}, 0, 15},
+		{"a step where every metric was skipped is failed", []v1beta1.MetricOutcome{"Skipped", "Skipped"}, 2, 5},
 		{"failures are cumulative across passes", []v1beta1.MetricOutcome{"Failed", "Passed", "Failed"}, 2, 10},
 	}
 	for _, tt := range tests {
@@ -563,18 +564,21 @@ func TestStepWeightPromotion(t *testing.T) {
 	}
 }
 
-// A Deployment already held mid-change (paused, stable annotation differs from its
-// template) when its Canary is created: the annotated stable stands and the change is
-// analysed.
+// A Deployment already held mid-change (paused, its template not what its ReplicaSet
+// runs) when its Canary is created: the serving ReplicaSet's revision is stable and the
+// change is analysed.
 func TestInitializeWhileHeld(t *testing.T) {
 	d := targetDeployment()
+	rs := servingReplicaSet(d)
 	d.Spec.Paused = true
+	d.Spec.Template.Spec.Containers[0].Image = "alice:2"
 	d.Annotations = map[string]string{v1beta1.AnnotationStableRevision: "0123456789"}
-	e := newEnv(t, seedCanary(), d)
+	e := newEnv(t, seedCanary(), d, rs)
 	e.settle()
 	c := e.canary()
-	if c.Status.Phase != v1beta1.PhaseProgressing || c.Status.StableRevision != "0123456789" {
-		t.Errorf("phase %s stable %s", c.Status.Phase, c.Status.StableRevision)
+	want := v1beta1.TemplateRevision(workload.TemplateWithoutHash(&rs.Spec.Template))
+	if c.Status.Phase != v1beta1.PhaseProgressing || c.Status.StableRevision != want || c.Status.CanaryRevision != v1beta1.TemplateRevision(&d.Spec.Template) {
+		t.Errorf("phase %s stable %s canary %s, want Progressing, stable %s", c.Status.Phase, c.Status.StableRevision, c.Status.CanaryRevision, want)
 	}
 }
 
@@ -750,8 +754,8 @@ func TestStaleCacheReadLeavesNoTrace(t *testing.T) {
 
 	e.staleCanary = stale
 	res := e.reconcileOnce()
-	if res.RequeueAfter != time.Second {
-		t.Errorf("requeue %s, want a quick retry after the conflict", res.RequeueAfter)
+	if res.RequeueAfter != cacheLagRetry {
+		t.Errorf("requeue %s, want a quick retry once the cache caught up with our write", res.RequeueAfter)
 	}
 	c := e.canary()
 	if c.Status.CanaryWeight != 10 || c.Status.Iterations != 1 || c.Status.FailedChecks != 0 {

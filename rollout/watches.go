@@ -218,3 +218,33 @@ func canaryOfRoute(_ context.Context, obj client.Object) []reconcile.Request {
 func request(namespace, name string) reconcile.Request {
 	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}
 }
+
+// canaryGoing passes a Canary's deletion (or the start of it): its siblings may take over.
+var canaryGoing = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero()
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// siblingsOf maps a Canary to the other Canaries of its Deployment.
+func (r *Reconciler) siblingsOf(ctx context.Context, obj client.Object) []reconcile.Request {
+	c, ok := obj.(*v1beta1.Canary)
+	if !ok {
+		return nil
+	}
+	var list v1beta1.CanaryList
+	if err := r.Client.List(ctx, &list, client.InNamespace(c.Namespace), client.MatchingFields{IndexTargetName: c.Spec.TargetRef.Name},
+		client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "list canaries of deployment", "deployment", c.Spec.TargetRef.Name)
+		return nil
+	}
+	var out []reconcile.Request
+	for _, o := range list.Items {
+		if o.UID != c.UID {
+			out = append(out, request(o.Namespace, o.Name))
+		}
+	}
+	return out
+}

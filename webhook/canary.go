@@ -43,13 +43,16 @@ func (v *CanaryValidator) Handle(_ context.Context, req admission.Request) admis
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old Canary: %w", err))
 		}
-		// Finalizer, label and owner changes of an unchanged spec always pass, so that a
-		// Canary created while the webhook was down can still be finalised and deleted.
+		// Finalizer, label and owner changes of an unchanged spec, and any update of a
+		// Canary being deleted, skip the rules of a Canary, so that one created while the
+		// webhook was down can still be finalised and deleted. The immutable fields are
+		// judged on every update: they refuse only a change of themselves.
 		if c.DeletionTimestamp != nil || equality.Semantic.DeepEqual(old.Spec, c.Spec) &&
 			equality.Semantic.DeepEqual(old.Annotations, c.Annotations) {
-			return admission.Allowed("")
+			errs = validateImmutable(&c, &old)
+		} else {
+			errs = ValidateCanaryUpdate(&c, &old)
 		}
-		errs = ValidateCanaryUpdate(&c, &old)
 	} else {
 		errs = ValidateCanary(&c)
 	}
@@ -68,17 +71,67 @@ func invalidResponse(gk schema.GroupKind, name string, errs field.ErrorList) adm
 	return resp
 }
 
-// ValidateCanaryUpdate is ValidateCanary plus the rules of a change: the target may not
-// move to another Deployment (the old one would stay paused and managed; deleting the
-// Canary releases it through the finalizer).
+// ValidateCanaryUpdate is ValidateCanary plus the rules of a change: the target and the
+// apex name are immutable. Moving them would leave the old Deployment paused and managed,
+// or the old Services and route in place; deleting the Canary releases all of them through
+// its finalizer, and a new Canary takes the new names. The loop guards the same rule,
+// since this webhook fails open.
 func ValidateCanaryUpdate(c, old *v1beta1.Canary) field.ErrorList {
-	errs := ValidateCanary(c)
+	return append(ValidateCanary(c), validateImmutable(c, old)...)
+}
+
+// validateImmutable refuses changes of the fields that may not change. It only judges
+// what the request changes, so an update of anything else (a finalizer removal on an
+// invalid Canary, a route-kind change, which the loop cleans up after) always passes it.
+func validateImmutable(c, old *v1beta1.Canary) field.ErrorList {
+	return append(validateTargetRefUpdate(c, old), validateApexNameUpdate(c, old)...)
+}
+
+// validateTargetRefUpdate refuses a targetRef that points elsewhere. Kind and apiVersion
+// are compared as the loop reads them (unset means Deployment, apps/v1), so spelling out
+// a default is no change.
+func validateTargetRefUpdate(c, old *v1beta1.Canary) field.ErrorList {
 	p := field.NewPath("spec", "targetRef")
-	if c.Spec.TargetRef.Name != old.Spec.TargetRef.Name {
-		errs = append(errs, field.Invalid(p.Child("name"), c.Spec.TargetRef.Name,
-			fmt.Sprintf("is immutable (was %q): delete the Canary, which releases Deployment %s, and create one for the other Deployment", old.Spec.TargetRef.Name, old.Spec.TargetRef.Name)))
+	fix := fmt.Sprintf("delete the Canary, which releases Deployment %s, and create one for the other target", old.Spec.TargetRef.Name)
+	var errs field.ErrorList
+	for _, f := range []struct {
+		name, now, was, unset string
+	}{
+		{"apiVersion", c.Spec.TargetRef.APIVersion, old.Spec.TargetRef.APIVersion, "apps/v1"},
+		{"kind", c.Spec.TargetRef.Kind, old.Spec.TargetRef.Kind, "Deployment"},
+		{"name", c.Spec.TargetRef.Name, old.Spec.TargetRef.Name, ""},
+	} {
+		if orDefault(f.now, f.unset) != orDefault(f.was, f.unset) {
+			errs = append(errs, immutable(p.Child(f.name), f.now, orDefault(f.was, f.unset), fix))
+		}
 	}
 	return errs
+}
+
+// validateApexNameUpdate refuses a change of the apex name, service.name or (when unset)
+// the target's name: it names the apex, primary and canary Services and the route. When
+// service.name is unset on both sides the apex follows targetRef.name, whose change
+// validateTargetRefUpdate reports already.
+func validateApexNameUpdate(c, old *v1beta1.Canary) field.ErrorList {
+	apex, was := c.ApexName(), old.ApexName()
+	if apex == was || c.Spec.Service.Name == "" && old.Spec.Service.Name == "" {
+		return nil
+	}
+	fix := fmt.Sprintf("delete the Canary, whose finalizer releases Deployment %s and removes the Services %s, %s and %s and their route, and create a new one for the apex name %q",
+		old.Spec.TargetRef.Name, was, old.PrimaryName(), old.CanaryName(), apex)
+	return field.ErrorList{immutable(field.NewPath("spec", "service", "name"), c.Spec.Service.Name, was, fix)}
+}
+
+// immutable is the error of a field that may not change once set, with the way out.
+func immutable(p *field.Path, now, was, fix string) *field.Error {
+	return field.Invalid(p, now, fmt.Sprintf("is immutable (was %q): %s", was, fix))
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // ValidateCanary checks the rules of DESIGN §3 on a Canary; every error names its field.

@@ -10,6 +10,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -263,14 +264,88 @@ func TestValidateCanary(t *testing.T) {
 	}
 }
 
-func TestValidateCanaryUpdateKeepsTheTarget(t *testing.T) {
-	old := seed(t)
-	c := seed(t)
-	c.Spec.TargetRef.Name = "bob"
-	c.Spec.Service.Name = "bob"
-	errs := ValidateCanaryUpdate(c, old)
-	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `spec.targetRef.name: Invalid value: "bob": is immutable (was "alice")`) {
-		t.Fatalf("got %v", errs.ToAggregate())
+// Scenario 11: a rename would leak the old Services and route (and a retarget would
+// leave the old Deployment paused), so the names are immutable; the route kind is not.
+func TestSafety11ServiceNameImmutable(t *testing.T) {
+	const fix = "delete the Canary, whose finalizer releases Deployment alice and removes the Services alice, alice-primary and alice-canary and their route, and create a new one for the apex name "
+	cases := []struct {
+		name   string
+		old    func(c *v1beta1.Canary) // applied to the seed before edit; nil leaves it
+		edit   func(c *v1beta1.Canary)
+		errors []string // each a whole field error; none means allowed
+	}{{
+		name:   "service.name change is refused with the way out",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Service.Name = "web" },
+		errors: []string{`spec.service.name: Invalid value: "web": is immutable (was "alice"): ` + fix + `"web"`},
+	}, {
+		name: "clearing service.name that equals the target's name keeps the apex",
+		edit: func(c *v1beta1.Canary) { c.Spec.Service.Name = "" },
+	}, {
+		name: "spelling out service.name as the target's name keeps the apex",
+		old:  func(c *v1beta1.Canary) { c.Spec.Service.Name = "" },
+		edit: func(c *v1beta1.Canary) { c.Spec.Service.Name = "alice" },
+	}, {
+		name: "clearing service.name that differs from the target's name moves the apex",
+		old:  func(c *v1beta1.Canary) { c.Spec.Service.Name = "web" },
+		edit: func(c *v1beta1.Canary) { c.Spec.Service.Name = "" },
+		errors: []string{`spec.service.name: Invalid value: "": is immutable (was "web"): delete the Canary, whose finalizer releases Deployment alice and ` +
+			`removes the Services web, web-primary and web-canary and their route, and create a new one for the apex name "alice"`},
+	}, {
+		name:   "target name change with service.name unset is one error, on the target",
+		old:    func(c *v1beta1.Canary) { c.Spec.Service.Name = "" },
+		edit:   func(c *v1beta1.Canary) { c.Spec.Service.Name = ""; c.Spec.TargetRef.Name = "bob" },
+		errors: []string{`spec.targetRef.name: Invalid value: "bob": is immutable (was "alice"): delete the Canary, which releases Deployment alice, and create one for the other target`},
+	}, {
+		name: "target and service.name change are both refused",
+		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Name = "bob"; c.Spec.Service.Name = "bob" },
+		errors: []string{
+			`spec.targetRef.name: Invalid value: "bob": is immutable (was "alice")`,
+			`spec.service.name: Invalid value: "bob": is immutable (was "alice"): ` + fix + `"bob"`,
+		},
+	}, {
+		name: "targetRef.kind change is refused",
+		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind = "StatefulSet" },
+		errors: []string{
+			`spec.targetRef.kind: Unsupported value: "StatefulSet"`,
+			`spec.targetRef.kind: Invalid value: "StatefulSet": is immutable (was "Deployment")`,
+		},
+	}, {
+		name: "targetRef.apiVersion change is refused",
+		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.APIVersion = "apps/v1beta2" },
+		errors: []string{
+			`spec.targetRef.apiVersion: Unsupported value: "apps/v1beta2"`,
+			`spec.targetRef.apiVersion: Invalid value: "apps/v1beta2": is immutable (was "apps/v1")`,
+		},
+	}, {
+		name: "spelling out the default kind and apiVersion is no change",
+		old:  func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind, c.Spec.TargetRef.APIVersion = "", "" },
+		edit: func(*v1beta1.Canary) {},
+	}, {
+		name: "dropping the default kind and apiVersion is no change",
+		edit: func(c *v1beta1.Canary) { c.Spec.TargetRef.Kind, c.Spec.TargetRef.APIVersion = "", "" },
+	}, {
+		name: "route kind change is allowed: the loop cleans up the old route",
+		old:  func(c *v1beta1.Canary) { c.Annotations[v1beta1.AnnotationRouteKind] = v1beta1.RouteKindTrafficRoute },
+		edit: func(c *v1beta1.Canary) { c.Annotations[v1beta1.AnnotationRouteKind] = v1beta1.RouteKindMeshHTTPRoute },
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old := seed(t)
+			if tc.old != nil {
+				tc.old(old)
+			}
+			c := old.DeepCopy()
+			tc.edit(c)
+			errs := ValidateCanaryUpdate(c, old)
+			if len(errs) != len(tc.errors) {
+				t.Errorf("got %d errors, want %d: %v", len(errs), len(tc.errors), errs.ToAggregate())
+			}
+			for _, want := range tc.errors {
+				if agg := errs.ToAggregate(); agg == nil || !strings.Contains(agg.Error(), want) {
+					t.Errorf("errors %v\ndo not include %q", agg, want)
+				}
+			}
+		})
 	}
 }
 
@@ -322,6 +397,43 @@ func TestCanaryValidator(t *testing.T) {
 			t.Fatal("allowed")
 		}
 	})
+	// The webhook fails open and skips the rules for metadata-only updates and deletion;
+	// the immutable fields are judged on every update all the same.
+	renamed := func(c *v1beta1.Canary) *v1beta1.Canary {
+		c = c.DeepCopy()
+		c.Spec.Service.Name = "web"
+		return c
+	}
+	t.Run("rename of an invalid Canary reports the rules and the immutable name", func(t *testing.T) {
+		resp := v.Handle(context.Background(), review(t, admissionv1.Update, adminUser, canariesResource, renamed(bad), bad))
+		if resp.Allowed {
+			t.Fatal("allowed")
+		}
+		if got := causeFields(resp); strings.Join(got, " ") != "spec.analysis.interval spec.analysis.stepWeight spec.service.name" {
+			t.Errorf("cause fields %v", got)
+		}
+	})
+	t.Run("rename of a Canary being deleted is refused", func(t *testing.T) {
+		deleting := seed(t)
+		deleting.DeletionTimestamp = &metav1.Time{}
+		deleting.Finalizers = []string{v1beta1.Finalizer}
+		resp := v.Handle(context.Background(), review(t, admissionv1.Update, adminUser, canariesResource, renamed(deleting), deleting))
+		if resp.Allowed {
+			t.Fatal("allowed")
+		}
+		if got := causeFields(resp); len(got) != 1 || got[0] != "spec.service.name" {
+			t.Errorf("cause fields %v, want spec.service.name", got)
+		}
+	})
+	t.Run("finalizer removal of an invalid Canary being deleted is allowed", func(t *testing.T) {
+		deleting := bad.DeepCopy()
+		deleting.DeletionTimestamp = &metav1.Time{}
+		released := deleting.DeepCopy()
+		deleting.Finalizers = []string{v1beta1.Finalizer}
+		if resp := v.Handle(context.Background(), review(t, admissionv1.Update, controllerUser, canariesResource, released, deleting)); !resp.Allowed {
+			t.Fatalf("denied: %s", resp.Result.Message)
+		}
+	})
 	t.Run("garbage is a 400", func(t *testing.T) {
 		req := review(t, admissionv1.Create, adminUser, canariesResource, seed(t), nil)
 		req.Object.Raw = json.RawMessage(`{"spec":{"service":{"port":"eighty"}}}`)
@@ -329,4 +441,16 @@ func TestCanaryValidator(t *testing.T) {
 			t.Fatalf("got %+v", resp.AdmissionResponse)
 		}
 	})
+}
+
+// causeFields are the field paths of a denial's causes, in order.
+func causeFields(resp admission.Response) []string {
+	if resp.Result == nil || resp.Result.Details == nil {
+		return nil
+	}
+	var fields []string
+	for _, c := range resp.Result.Details.Causes {
+		fields = append(fields, c.Field)
+	}
+	return fields
 }

@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
@@ -211,7 +214,14 @@ func decideDeployment(oldDep, newDep *deploymentView) deploymentChange {
 	newPaused := newDep.paused()
 
 	revision := recorded
-	if newRev != stable {
+	switch {
+	case newRev != stable && isRepresentationDrift(oldDep, newDep, stable):
+		// The hash moved, the template did not (a k8s.io/api bump, a new server default,
+		// a field the apiserver drops): nothing new would roll, so this is no revision.
+		// The loop re-stamps the stable revision after comparing with the serving
+		// ReplicaSet; until then such updates pass like any other outside a canary.
+		revision = idleRevision(recorded, stable, newAnnotations)
+	case newRev != stable:
 		// A new revision, or any update while one is under analysis or rolled back.
 		revision = newRev
 		if !newPaused {
@@ -224,7 +234,7 @@ func decideDeployment(oldDep, newDep *deploymentView) deploymentChange {
 					ref, newRev, stable))
 			}
 		}
-	} else {
+	default:
 		wasActive := recorded != "" && recorded != stable
 		if !wasActive {
 			wasActive = oldTemplateRev() != stable
@@ -238,17 +248,84 @@ func decideDeployment(oldDep, newDep *deploymentView) deploymentChange {
 				c.warnings = append(c.warnings, fmt.Sprintf("coalmine: Deployment %s is back at its stable revision %s: unpaused", ref, stable))
 			}
 		default:
-			// No canary: replica changes, labels, the user's own pause pass. Only a revision
-			// annotation the request changed is put back, to the template's revision.
-			if _, ok := newAnnotations[v1beta1.AnnotationRevision]; ok && recorded == "" {
-				revision = stable
-			}
+			revision = idleRevision(recorded, stable, newAnnotations)
 		}
 	}
 	if revision != "" && newAnnotations[v1beta1.AnnotationRevision] != revision {
 		c.setAnnotation(v1beta1.AnnotationRevision, revision)
 	}
 	return c
+}
+
+// idleRevision is the revision annotation of a Deployment outside a canary (recorded is
+// empty or the stable revision): replica changes, labels and the user's own pause pass,
+// and only a revision annotation the request added is put back, to the stable revision.
+func idleRevision(recorded, stable string, newAnnotations map[string]string) string {
+	if _, ok := newAnnotations[v1beta1.AnnotationRevision]; ok && recorded == "" {
+		return stable
+	}
+	return recorded
+}
+
+// isRepresentationDrift reports whether an update whose template hash differs from the
+// stable revision is still no new revision: the old object runs its template unguarded by
+// any canary, and the request does not change that template semantically.
+//
+// The old object must be unpaused: then the Deployment controller already rolls (or has
+// rolled) its template, and the same template again rolls nothing new. A paused old
+// object may hold a change that never rolled (the user's pause of an unrolled change, or
+// coalmine's hold of a canary or a rolled-back revision): unpausing it would roll that
+// change unanalysed, so it keeps the ordinary rule.
+func isRepresentationDrift(oldDep, newDep *deploymentView, stable string) bool {
+	if oldDep.paused() {
+		return false
+	}
+	if r := oldDep.annotations()[v1beta1.AnnotationRevision]; r != "" && r != stable {
+		return false // coalmine recorded a revision under analysis or rolled back
+	}
+	return sameTemplate(oldDep, newDep)
+}
+
+// sameTemplate compares the pod templates as the apiserver means them: equal hashes are
+// equal templates; otherwise equality.Semantic (nil and empty lists and maps alike,
+// quantities by value) without the deployment controller's pod-template-hash label. The
+// hashes are cached, and the reflective deep comparison (27 more allocations per
+// intercept) runs only when they differ and no image did.
+func sameTemplate(oldDep, newDep *deploymentView) bool {
+	if oldDep.templateRevision() == newDep.templateRevision() {
+		return true
+	}
+	a, b := oldDep.template(), newDep.template()
+	if imagesDiffer(&a.Spec, &b.Spec) {
+		return false
+	}
+	return equality.Semantic.DeepEqual(withoutTemplateHash(a), withoutTemplateHash(b))
+}
+
+// imagesDiffer is a cheap, exact test for the commonest real change, a new image or a
+// container more or less: semantically equal templates never differ there.
+func imagesDiffer(a, b *corev1.PodSpec) bool {
+	if len(a.Containers) != len(b.Containers) {
+		return true
+	}
+	for i := range a.Containers {
+		if a.Containers[i].Image != b.Containers[i].Image {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutTemplateHash is t without the pod-template-hash label: a shallow copy with its
+// own labels when t has it (nothing else is written through the copy), else t.
+func withoutTemplateHash(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
+	if _, ok := t.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; !ok {
+		return t
+	}
+	c := *t
+	c.Labels = maps.Clone(t.Labels)
+	delete(c.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	return &c
 }
 
 // deploymentPatch writes the JSON patch operations that set c on the Deployment d was

@@ -42,124 +42,136 @@ func with(d *appsv1.Deployment, f func(*appsv1.Deployment)) *appsv1.Deployment {
 	return d
 }
 
+// mutationCase is one admission request to the Deployment mutator and what it must do.
+type mutationCase struct {
+	name        string
+	user        string
+	op          admissionv1.Operation // "" is UPDATE
+	subResource string
+	old, new    *appsv1.Deployment
+	want        mutationWant
+}
+
+type mutationWant struct {
+	untouched bool
+	paused    bool
+	revision  string // "" means the annotation is absent
+	warning   string // a substring of one warning, if any is expected
+}
+
 func TestDeploymentMutator(t *testing.T) {
-	type want struct {
-		untouched bool
-		paused    bool
-		revision  string // "" means the annotation is absent
-		warning   string // a substring of one warning, if any is expected
-	}
 	idle := managed(depV1, revV1)
 	canaryV2 := at(depV2, revV1)
 
-	cases := []struct {
-		name        string
-		user        string
-		op          admissionv1.Operation
-		subResource string
-		old, new    *appsv1.Deployment
-		want        want
-	}{{
+	cases := []mutationCase{{
 		name: "new template is intercepted: paused, revision recorded, template kept",
 		user: fluxUser, old: idle, new: managed(depV2, revV1),
-		want: want{paused: true, revision: revV2, warning: "paused at new revision " + revV2},
+		want: mutationWant{paused: true, revision: revV2, warning: "paused at new revision " + revV2},
 	}, {
 		name: "new template that arrives paused only gets its revision recorded",
 		user: adminUser, old: idle, new: with(managed(depV2, revV1), func(d *appsv1.Deployment) { d.Spec.Paused = true }),
-		want: want{paused: true, revision: revV2},
+		want: mutationWant{paused: true, revision: revV2},
 	}, {
 		name: "Flux re-apply that drops paused during a canary is paused again",
 		user: fluxUser, old: canaryV2, new: with(canaryV2, func(d *appsv1.Deployment) { d.Spec.Paused = false }),
-		want: want{paused: true, revision: revV2, warning: "spec.paused of Deployment apps-a-mesh-a/alice kept true"},
+		want: mutationWant{paused: true, revision: revV2, warning: "spec.paused of Deployment apps-a-mesh-a/alice kept true"},
 	}, {
 		name: "kubectl unpause by an admin during a canary is paused again",
 		user: adminUser, old: canaryV2, new: with(canaryV2, func(d *appsv1.Deployment) { d.Spec.Paused = false }),
-		want: want{paused: true, revision: revV2},
+		want: mutationWant{paused: true, revision: revV2},
 	}, {
 		name: "newer template mid-analysis records the newer revision",
 		user: fluxUser, old: canaryV2, new: with(managed(depV3, revV1), func(d *appsv1.Deployment) {
 			d.Annotations[v1beta1.AnnotationRevision] = revV2
 		}),
-		want: want{paused: true, revision: revV3, warning: "paused at new revision " + revV3},
+		want: mutationWant{paused: true, revision: revV3, warning: "paused at new revision " + revV3},
 	}, {
 		name: "re-apply of a rolled-back revision stays paused",
 		user: fluxUser, old: canaryV2, new: managed(depV2, revV1),
-		want: want{paused: true, revision: revV2},
+		want: mutationWant{paused: true, revision: revV2},
 	}, {
 		name: "coalmine's service account may unpause at promotion",
 		user: controllerUser, old: canaryV2, new: with(canaryV2, func(d *appsv1.Deployment) {
 			d.Spec.Paused = false
 			d.Annotations[v1beta1.AnnotationStableRevision] = revV2
 		}),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "coalmine's service account may remove the managed label at Canary deletion",
 		user: controllerUser, old: canaryV2, new: with(canaryV2, func(d *appsv1.Deployment) {
 			d.Spec.Paused = false
 			delete(d.Labels, v1beta1.LabelManaged)
 		}),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "a user cannot move the stable revision to roll unguarded",
 		user: adminUser, old: idle, new: with(managed(depV2, revV2), func(d *appsv1.Deployment) {}),
-		want: want{paused: true, revision: revV2, warning: "kept annotation coalmine.dev/stable-revision"},
+		want: mutationWant{paused: true, revision: revV2, warning: "kept annotation coalmine.dev/stable-revision"},
 	}, {
 		name: "revert of the template to the stable revision unpauses",
 		user: fluxUser, old: canaryV2, new: with(managed(depV1, revV1), func(d *appsv1.Deployment) {
 			d.Spec.Paused = true
 			d.Annotations[v1beta1.AnnotationRevision] = revV2
 		}),
-		want: want{paused: false, revision: revV1, warning: "back at its stable revision"},
+		want: mutationWant{paused: false, revision: revV1, warning: "back at its stable revision"},
 	}, {
 		name: "revert by a re-apply without paused records the stable revision",
 		user: fluxUser, old: canaryV2, new: managed(depV1, revV1),
-		want: want{paused: false, revision: revV1},
+		want: mutationWant{paused: false, revision: revV1},
 	}, {
 		name: "replica-only change of an idle Deployment passes untouched",
 		user: "system:serviceaccount:kube-system:horizontal-pod-autoscaler", old: idle,
 		new:  with(idle, func(d *appsv1.Deployment) { d.Spec.Replicas = new(int32(7)) }),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "replica-only change during a canary passes untouched",
 		user: adminUser, old: canaryV2, new: with(canaryV2, func(d *appsv1.Deployment) { d.Spec.Replicas = new(int32(7)) }),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "the user's own pause of an idle Deployment passes untouched",
 		user: adminUser, old: idle, new: with(idle, func(d *appsv1.Deployment) { d.Spec.Paused = true }),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "the deployment controller's revision annotation passes untouched",
 		user: "system:serviceaccount:kube-system:deployment-controller", old: canaryV2,
 		new:  with(canaryV2, func(d *appsv1.Deployment) { d.Annotations["deployment.kubernetes.io/revision"] = "2" }),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "kubectl replace that drops coalmine's label and annotations keeps them",
 		user: adminUser, old: canaryV2, new: depV2,
-		want: want{paused: true, revision: revV2, warning: "kept label coalmine.dev/managed and annotation coalmine.dev/stable-revision"},
+		want: mutationWant{paused: true, revision: revV2, warning: "kept label coalmine.dev/managed and annotation coalmine.dev/stable-revision"},
 	}, {
 		name: "Flux apply of an idle Deployment that never had coalmine's metadata keeps it",
 		user: fluxUser, old: with(idle, func(d *appsv1.Deployment) { d.Annotations[v1beta1.AnnotationRevision] = revV1 }),
 		new:  with(depV1, func(d *appsv1.Deployment) { d.Labels = nil }),
-		want: want{paused: false, revision: revV1},
+		want: mutationWant{paused: false, revision: revV1},
 	}, {
 		name: "a Deployment the loop has not initialised passes untouched",
 		user: fluxUser, old: with(depV1, func(d *appsv1.Deployment) { d.Labels[v1beta1.LabelManaged] = "true" }),
 		new:  with(depV2, func(d *appsv1.Deployment) { d.Labels[v1beta1.LabelManaged] = "true" }),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "scale subresource passes untouched",
 		user: adminUser, subResource: "scale", old: idle, new: managed(depV2, revV1),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "status subresource passes untouched",
 		user: "system:serviceaccount:kube-system:deployment-controller", subResource: "status", old: idle, new: managed(depV2, revV1),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}, {
 		name: "create passes untouched",
 		user: adminUser, op: admissionv1.Create, new: managed(depV2, revV1),
-		want: want{untouched: true},
+		want: mutationWant{untouched: true},
 	}}
 
+	runMutationCases(t, cases)
+}
+
+// runMutationCases sends each case's request to the mutator and checks its answer: the
+// patched object has the wanted pause and revision, keeps coalmine's label and stable
+// revision as the old object had them, and keeps the user's template and replicas.
+func runMutationCases(t *testing.T, cases []mutationCase) {
+	t.Helper()
 	m := &DeploymentMutator{ControllerUsername: controllerUser}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,6 +234,7 @@ func TestDeploymentMutatorIsIdempotent(t *testing.T) {
 		{"force pause", at(depV2, revV1), with(at(depV2, revV1), func(d *appsv1.Deployment) { d.Spec.Paused = false })},
 		{"revert", at(depV2, revV1), managed(depV1, revV1)},
 		{"replace dropping metadata", at(depV2, revV1), depV2},
+		{"replace dropping metadata after a hash drift", managed(depV1, revBeforeUpgrade), depV1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

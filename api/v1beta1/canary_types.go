@@ -322,6 +322,12 @@ type CanaryStatus struct {
 	// StableRevision is the template revision serving primary traffic.
 	// +optional
 	StableRevision string `json:"stableRevision,omitempty"`
+	// StableReplicaSet is the target's ReplicaSet that ran the stable revision when it was
+	// recorded. A template whose hash differs from the stable revision but equals this
+	// ReplicaSet's is the stable one under another hash (representation drift); one that
+	// rolled unguarded into a new ReplicaSet is not.
+	// +optional
+	StableReplicaSet string `json:"stableReplicaSet,omitempty"`
 	// CanaryRevision is the template revision under analysis.
 	// +optional
 	CanaryRevision string `json:"canaryRevision,omitempty"`
@@ -348,10 +354,64 @@ type CanaryStatus struct {
 	// +listType=map
 	// +listMapKey=name
 	Metrics []MetricStatus `json:"metrics,omitempty"`
+	// Ownership is what this Canary acquired and must give back: finalize and renames act
+	// on exactly these objects. Empty until the Canary acquired its target.
+	// +optional
+	Ownership *CanaryOwnership `json:"ownership,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// CanaryOwnership records the objects a Canary took charge of, when it took them.
+type CanaryOwnership struct {
+	// Target is the guarded Deployment; a Deployment of that name with another UID was
+	// re-created and is acquired again.
+	Target OwnedObject `json:"target"`
+	// UserPaused is the user's own spec.paused of the target (set before coalmine held it,
+	// or while no revision was held); finalize puts it back.
+	// +optional
+	UserPaused bool `json:"userPaused,omitempty"`
+	// Route is the route this Canary writes.
+	// +optional
+	Route *OwnedRoute `json:"route,omitempty"`
+	// Services are the Services this Canary created or adopted.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Services []OwnedService `json:"services,omitempty"`
+}
+
+// OwnedObject names an object by name and UID.
+type OwnedObject struct {
+	Name string `json:"name"`
+	// +optional
+	UID string `json:"uid,omitempty"`
+}
+
+// OwnedRoute is a route coalmine writes: its kind, name, mesh and the cluster it lives in.
+type OwnedRoute struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// Service is the apex Service whose traffic the route splits.
+	// +optional
+	Service string `json:"service,omitempty"`
+	// Namespace is empty for a cluster-scoped TrafficRoute.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// +optional
+	Mesh string `json:"mesh,omitempty"`
+	// Cluster is "local", or "mesh" for the mesh control plane's cluster (--mesh-kubeconfig).
+	// +optional
+	Cluster string `json:"cluster,omitempty"`
+}
+
+// OwnedService is a Service of the Canary; Adopted ones existed before it.
+type OwnedService struct {
+	Name string `json:"name"`
+	// +optional
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // Canary guards a Deployment: each new pod-template revision is analysed on a weighted

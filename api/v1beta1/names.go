@@ -27,6 +27,15 @@ const (
 	// AnnotationDeleteServices "true" on a Canary deletes its Services with it.
 	AnnotationDeleteServices = "coalmine.dev/delete-services"
 
+	// AnnotationSkipCleanup "true" on a Canary being deleted lets its finalizer go without
+	// deleting the route: the escape hatch when the mesh control plane is gone for good.
+	// The Deployment is restored first either way.
+	AnnotationSkipCleanup = "coalmine.dev/skip-route-cleanup"
+
+	// LabelMesh is Kuma 2.x's way of naming the mesh, on a namespace or a pod template;
+	// it wins over the kuma.io/mesh annotation of Kuma 1.x.
+	LabelMesh = "kuma.io/mesh"
+
 	// AnnotationRouteKind on a Canary picks TrafficRoute or MeshHTTPRoute.
 	AnnotationRouteKind = "coalmine.dev/route-kind"
 

@@ -6,25 +6,33 @@ import (
 	"text/template"
 )
 
-// The builtin queries, exactly as the seed (and Flagger's Kuma provider) writes them: the
-// callers' outbound Envoy clusters towards any port of the canary Service.
+// The builtin queries, as the seed (and Flagger's Kuma provider) writes them: the callers'
+// outbound Envoy clusters towards any port of the canary Service. The cluster is named after
+// the apex Service ({{ service }}), whose "-canary" Service the route sends traffic to; the
+// seed wrote {{ target }}, which is the same name there and the wrong one when
+// spec.service.name differs from the target.
 const (
+	// requestTotalQuery is the success rate's denominator, every response of the canary.
+	// The analyzer runs it alone when the ratio has no series at all (see
+	// BuiltinTrafficQuery); the ratio is built from it so the two never drift apart.
+	requestTotalQuery = `sum(
+	rate(
+		envoy_cluster_upstream_rq{
+			envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+		}[{{ interval }}]
+	)
+)`
+
 	requestSuccessRateQuery = `sum(
 	rate(
 		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+			envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
 			envoy_response_code!~"5.*"
 		}[{{ interval }}]
 	)
 ) 
 / 
-sum(
-	rate(
-		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
-		}[{{ interval }}]
-	)
-) 
+` + requestTotalQuery + ` 
 * 100`
 
 	requestDurationQuery = `histogram_quantile(
@@ -32,7 +40,7 @@ sum(
 	sum(
 		rate(
 			envoy_cluster_upstream_rq_time_bucket{
-				envoy_cluster_name=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+				envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
 			}[{{ interval }}]
 		)
 	) by (le)
@@ -47,6 +55,17 @@ func BuiltinQuery(name string) (string, bool) {
 		return requestSuccessRateQuery, true
 	case MetricRequestDuration:
 		return requestDurationQuery, true
+	}
+	return "", false
+}
+
+// BuiltinTrafficQuery is the denominator of a builtin ratio (request-success-rate): the
+// canary's total request rate. A ratio whose numerator has no series at all (every
+// response a 5xx) is an empty vector, which reads as "no data"; this query tells that
+// apart from "no traffic".
+func BuiltinTrafficQuery(name string) (string, bool) {
+	if name == MetricRequestSuccessRate {
+		return requestTotalQuery, true
 	}
 	return "", false
 }

@@ -77,58 +77,101 @@ const (
 	kindDuration                      // fails above threshold, milliseconds
 )
 
+// check is a metric made ready to run: its rendered query, where it goes and which way
+// its threshold points.
+type check struct {
+	query string
+	kind  metricKind
+	ep    endpoint
+	// traffic is the rendered denominator of a builtin ratio, "" for other metrics: it
+	// tells "no traffic" from "no non-5xx responses" when the ratio is empty.
+	traffic string
+}
+
 func (p *Prometheus) runMetric(ctx context.Context, c *v1beta1.Canary, m *v1beta1.CanaryMetric) Result {
-	errorResult := func(format string, args ...any) Result {
-		return Result{Metric: m.Name, Value: math.NaN(), Outcome: v1beta1.MetricError, Message: fmt.Sprintf(format, args...)}
-	}
-
-	var (
-		tmpl string
-		kind metricKind
-		ep   endpoint
-	)
-	switch {
-	case m.TemplateRef != nil:
-		mt, secretEP, err := p.template(ctx, c, m.TemplateRef)
-		if err != nil {
-			return errorResult("%s: %v", m.Name, err)
-		}
-		tmpl, kind, ep = mt.Spec.Query, kindTemplate, secretEP
-	default:
-		q, ok := BuiltinQuery(m.Name)
-		if !ok {
-			return errorResult("%s is not a builtin metric (%s, %s) and has no templateRef",
-				m.Name, v1beta1.MetricRequestSuccessRate, v1beta1.MetricRequestDuration)
-		}
-		tmpl, ep = q, p.builtinEndpoint(c)
-		kind = kindSuccessRate
-		if m.Name == v1beta1.MetricRequestDuration {
-			kind = kindDuration
-		}
-	}
-
-	query, err := renderStrict(tmpl, VarsFor(c, m))
+	chk, err := p.prepare(ctx, c, m)
 	if err != nil {
-		return errorResult("%s: %v", m.Name, err)
+		return errorResult(m.Name, err.Error())
 	}
-	value, series, err := p.clients.query(ctx, ep, query)
+	value, err := p.clients.query(ctx, chk.ep, chk.query)
 	switch {
 	case errors.Is(err, errNoValues):
-		r := Result{Metric: m.Name, Value: math.NaN(), Outcome: v1beta1.MetricNoData,
-			Message: fmt.Sprintf("no values found for %s (no traffic to the canary yet?)", m.Name)}
-		if m.OnNoData == v1beta1.NoDataSkip {
-			r.Outcome = v1beta1.MetricSkipped
-			r.Message += "; skipped (onNoData: skip)"
-		}
-		return r
+		return p.noValues(ctx, m, chk)
 	case err != nil:
-		return errorResult("query %s at %s: %v", m.Name, ep.Address, err)
+		return errorResult(m.Name, fmt.Sprintf("query %s at %s: %v", m.Name, chk.ep.Address, err))
 	}
-	outcome, msg := evaluate(m, kind, value)
-	if series > 1 {
-		msg += fmt.Sprintf(" (first of %d series; aggregate the query to one)", series)
-	}
+	outcome, msg := evaluate(m, chk.kind, value)
 	return Result{Metric: m.Name, Value: value, Outcome: outcome, Message: msg}
+}
+
+func errorResult(metric, message string) Result {
+	return Result{Metric: metric, Value: math.NaN(), Outcome: v1beta1.MetricError, Message: message}
+}
+
+// prepare resolves a metric's query (its MetricTemplate or a builtin) and renders it.
+func (p *Prometheus) prepare(ctx context.Context, c *v1beta1.Canary, m *v1beta1.CanaryMetric) (check, error) {
+	vars := VarsFor(c, m)
+	if m.TemplateRef != nil {
+		mt, ep, err := p.template(ctx, c, m.TemplateRef)
+		if err != nil {
+			return check{}, fmt.Errorf("%s: %w", m.Name, err)
+		}
+		query, err := renderStrict(mt.Spec.Query, vars)
+		if err != nil {
+			return check{}, fmt.Errorf("%s: %w", m.Name, err)
+		}
+		return check{query: query, kind: kindTemplate, ep: ep}, nil
+	}
+
+	tmpl, ok := BuiltinQuery(m.Name)
+	if !ok {
+		return check{}, fmt.Errorf("%s is not a builtin metric (%s, %s) and has no templateRef",
+			m.Name, v1beta1.MetricRequestSuccessRate, v1beta1.MetricRequestDuration)
+	}
+	chk := check{kind: kindSuccessRate, ep: p.builtinEndpoint(c)}
+	if m.Name == v1beta1.MetricRequestDuration {
+		chk.kind = kindDuration
+	}
+	var err error
+	if chk.query, err = renderStrict(tmpl, vars); err != nil {
+		return check{}, fmt.Errorf("%s: %w", m.Name, err)
+	}
+	if traffic, ok := v1beta1.BuiltinTrafficQuery(m.Name); ok {
+		if chk.traffic, err = renderStrict(traffic, vars); err != nil {
+			return check{}, fmt.Errorf("%s: %w", m.Name, err)
+		}
+	}
+	return chk, nil
+}
+
+// allErrorsNote ends the message of a success rate that is 0 because no response but 5xx
+// has a series: the query itself found nothing.
+const allErrorsNote = " (no non-5xx responses: 100% errors)"
+
+// noValues is the result of a query that found nothing (an empty vector or NaN): NoData,
+// or Skipped with onNoData: skip. A builtin success rate first asks its denominator: a
+// canary that answers only 5xx has no non-5xx series, so the ratio is empty although
+// there is traffic; that is a success rate of 0, compared with the threshold as usual,
+// and never skipped.
+func (p *Prometheus) noValues(ctx context.Context, m *v1beta1.CanaryMetric, chk check) Result {
+	if chk.traffic != "" {
+		total, err := p.clients.query(ctx, chk.ep, chk.traffic)
+		switch {
+		case err == nil && total > 0:
+			outcome, msg := evaluate(m, chk.kind, 0)
+			return Result{Metric: m.Name, Value: 0, Outcome: outcome, Message: msg + allErrorsNote}
+		case err != nil && !errors.Is(err, errNoValues):
+			// The ratio was empty but whether there was traffic is unknown: not "no data".
+			return errorResult(m.Name, fmt.Sprintf("query %s traffic at %s: %v", m.Name, chk.ep.Address, err))
+		}
+	}
+	r := Result{Metric: m.Name, Value: math.NaN(), Outcome: v1beta1.MetricNoData,
+		Message: fmt.Sprintf("no values found for %s (no traffic to the canary yet?)", m.Name)}
+	if m.OnNoData == v1beta1.NoDataSkip {
+		r.Outcome = v1beta1.MetricSkipped
+		r.Message += "; skipped (onNoData: skip)"
+	}
+	return r
 }
 
 // evaluate decides Passed or Failed as Flagger does: thresholdRange wins; otherwise a

@@ -79,10 +79,12 @@ func (ca privateCA) serverCert(t *testing.T) tls.Certificate {
 }
 
 // fakeProm stands in for Prometheus's HTTP API: it answers /api/v1/query from a table
-// keyed by a substring of the query, and checks the credentials it was told to expect.
+// keyed by the exact query, then from one keyed by a substring of it, and checks the
+// credentials it was told to expect.
 type fakeProm struct {
 	*httptest.Server
 	mu         sync.Mutex
+	exact      map[string]string // query -> JSON body; wins over answers
 	answers    map[string]string // query substring -> JSON body
 	wantAuth   string            // expected Authorization header; "" accepts none only
 	wantHeader [2]string
@@ -97,7 +99,7 @@ const emptyVector = `{"status":"success","data":{"resultType":"vector","result":
 
 func newFakeProm(t *testing.T, ca *privateCA) *fakeProm {
 	t.Helper()
-	f := &fakeProm{answers: map[string]string{}}
+	f := &fakeProm{exact: map[string]string{}, answers: map[string]string{}}
 	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	// Handshakes refused on purpose (no CA) would log noise otherwise.
 	f.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -121,6 +123,7 @@ func (f *fakeProm) serve(w http.ResponseWriter, r *http.Request) {
 	f.queries = append(f.queries, q)
 	wantAuth, wantHeader := f.wantAuth, f.wantHeader
 	answers := f.answers
+	exact, isExact := f.exact[q]
 	f.mu.Unlock()
 
 	w.Header().Set("Content-Type", "application/json")
@@ -137,6 +140,11 @@ func (f *fakeProm) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte(`{"status":"error","errorType":"bad_data","error":"missing tenant header"}`))
 		return
+	}
+	if isExact {
+		// The success rate's denominator is a substring of the ratio: only an exact key
+		// tells the two apart.
+		answers = map[string]string{q: exact}
 	}
 	for sub, body := range answers {
 		if strings.Contains(q, sub) {
@@ -159,6 +167,13 @@ func (f *fakeProm) set(sub, body string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.answers[sub] = body
+}
+
+// setExact answers query q, and only q, with body.
+func (f *fakeProm) setExact(q, body string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exact[q] = body
 }
 
 func (f *fakeProm) expectAuth(auth string) {
@@ -309,7 +324,7 @@ func TestOutcomes(t *testing.T) {
 		{"server down", down.URL, "", "", v1beta1.MetricError, "connection refused"},
 		{"no address", "", "", "", v1beta1.MetricError, "no Prometheus address"},
 		{"several series", prom.URL, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"99.1"]},{"metric":{"a":"2"},"value":[1,"1"]}]}}`,
-			"", v1beta1.MetricPassed, "(first of 2 series; aggregate the query to one)"},
+			"", v1beta1.MetricError, "query returned 2 series; aggregate it (sum/avg/max) to one value"},
 		{"scalar", prom.URL, `{"status":"success","data":{"resultType":"scalar","result":[1,"100"]}}`, "", v1beta1.MetricPassed, "100 >= 99"},
 		{"matrix", prom.URL, `{"status":"success","data":{"resultType":"matrix","result":[]}}`, "", v1beta1.MetricError, "want an instant vector or a scalar"},
 	}
@@ -319,6 +334,7 @@ func TestOutcomes(t *testing.T) {
 			c := seedCanary()
 			c.Spec.Analysis.Metrics = c.Spec.Analysis.Metrics[:1]
 			c.Spec.Analysis.Metrics[0].OnNoData = tt.onNoData
+			prom.setExact(trafficQuery(t, c, &c.Spec.Analysis.Metrics[0]), emptyVector) // no traffic either
 			r := New(newReader(t), ProviderConfig{Address: tt.address}).Run(context.Background(), c)[0]
 			if r.Outcome != tt.want || !strings.Contains(r.Message, tt.message) {
 				t.Errorf("got %s %q, want %s containing %q", r.Outcome, r.Message, tt.want, tt.message)

@@ -206,14 +206,15 @@ func (fc *fileCache) read(path string) ([]byte, error) {
 }
 
 // query runs an instant query and returns its single value. An empty vector or NaN is
-// errNoValues; a vector of several series yields the first, and says how many there were.
-func (cs *clients) query(ctx context.Context, e endpoint, q string) (value float64, series int, err error) {
+// errNoValues. A vector of several series is an error: which one would decide depends on
+// the order Prometheus returns them in, so the query must aggregate them itself.
+func (cs *clients) query(ctx context.Context, e endpoint, q string) (float64, error) {
 	if e.Address == "" {
-		return 0, 0, errors.New("no Prometheus address: set --metrics-server, spec.metricsServer or the template's provider.address")
+		return 0, errors.New("no Prometheus address: set --metrics-server, spec.metricsServer or the template's provider.address")
 	}
 	api, err := cs.get(e)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	timeout := e.Timeout
 	if timeout <= 0 {
@@ -224,24 +225,35 @@ func (cs *clients) query(ctx context.Context, e endpoint, q string) (value float
 	// The zero time lets Prometheus evaluate at its own "now": no clock skew between us.
 	result, warnings, _, err := api.Query(ctx, q, time.Time{}, promv1.WithTimeout(timeout))
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	if len(warnings) > 0 {
 		log.FromContext(ctx).Info("Prometheus query warnings", "address", e.Address, "warnings", warnings)
 	}
-	switch v := result.(type) {
-	case model.Vector:
-		if len(v) == 0 {
-			return 0, 0, errNoValues
-		}
-		value, series = float64(v[0].Value), len(v)
-	case *model.Scalar:
-		value, series = float64(v.Value), 1
-	default:
-		return 0, 0, fmt.Errorf("query returned a %s; want an instant vector or a scalar", result.Type())
+	value, err := singleValue(result)
+	if err != nil {
+		return 0, err
 	}
 	if math.IsNaN(value) {
-		return 0, series, errNoValues
+		return 0, errNoValues
 	}
-	return value, series, nil
+	return value, nil
+}
+
+// singleValue is the one value of an instant query's result: a scalar, or a vector of at
+// most one sample (none is errNoValues).
+func singleValue(result model.Value) (float64, error) {
+	switch v := result.(type) {
+	case model.Vector:
+		switch len(v) {
+		case 0:
+			return 0, errNoValues
+		case 1:
+			return float64(v[0].Value), nil
+		}
+		return 0, fmt.Errorf("query returned %d series; aggregate it (sum/avg/max) to one value", len(v))
+	case *model.Scalar:
+		return float64(v.Value), nil
+	}
+	return 0, fmt.Errorf("query returned a %s; want an instant vector or a scalar", result.Type())
 }

@@ -7,7 +7,8 @@ import (
 )
 
 // BuiltinQuery is the query template of a builtin metric (request-success-rate, in
-// percent; request-duration, the p99 in milliseconds): the seed's PromQL exactly.
+// percent; request-duration, the p99 in milliseconds): the seed's PromQL, over the apex
+// Service's canary clusters ({{ service }}), which renders as the seed's text for the seed.
 func BuiltinQuery(name string) (string, bool) { return v1beta1.BuiltinQuery(name) }
 
 // TemplateVars are the values a query template sees (v1beta1.QueryVars).

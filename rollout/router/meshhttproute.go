@@ -1,28 +1,22 @@
 package router
 
 import (
-	"context"
-	"fmt"
-
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-type meshHTTPRouteRouter struct{ c client.Client }
-
 // NewMeshHTTPRouteRouter writes MeshHTTPRoutes in the app's namespace with c (the zone's
 // cluster; Kuma syncs zone policies to the Global control plane).
-func NewMeshHTTPRouteRouter(c client.Client) Router { return &meshHTTPRouteRouter{c: c} }
+func NewMeshHTTPRouteRouter(c client.Client) Router { return newRouter(c, meshHTTPRoutes{}) }
 
 // NewMeshHTTPRoute is the MeshHTTPRoute coalmine writes for t at canaryWeight percent:
 // for every proxy of the mesh, traffic to the apex MeshService (2.x legacy name, the
 // kuma.io/service tag) matches one catch-all rule that splits it between primary and
-// canary. It is named after the apex, in the app namespace, so it cannot collide.
+// canary. It is named MeshHTTPRouteName(apex) in the app namespace: not the apex's own
+// name, which a user's route may have.
 func NewMeshHTTPRoute(t Target, canaryWeight int) *MeshHTTPRoute {
 	return &MeshHTTPRoute{
-		TypeMeta:   metaTypeOf("MeshHTTPRoute"),
-		ObjectMeta: objectMeta(t.Apex, t.Namespace, t, map[string]string{LabelMesh: t.mesh()}),
+		TypeMeta:   metaTypeOf(KindMeshHTTPRoute),
+		ObjectMeta: objectMeta(MeshHTTPRouteName(t.Apex), t.Namespace, t, map[string]string{LabelMesh: t.mesh()}),
 		Spec: MeshHTTPRouteSpec{
 			TargetRef: &TargetRef{Kind: "Mesh"},
 			To: []MeshHTTPRouteTo{{
@@ -39,22 +33,20 @@ func NewMeshHTTPRoute(t Target, canaryWeight int) *MeshHTTPRoute {
 	}
 }
 
-func (r *meshHTTPRouteRouter) SetWeights(ctx context.Context, t Target, canaryWeight int) error {
-	if err := t.validate(canaryWeight); err != nil {
-		return err
-	}
-	return applyRoute(ctx, r.c, NewMeshHTTPRoute(t, canaryWeight))
+// meshHTTPRoutes is the MeshHTTPRoute kind: namespaced, named "<apex>-coalmine".
+type meshHTTPRoutes struct{}
+
+func (meshHTTPRoutes) kind() string         { return KindMeshHTTPRoute }
+func (meshHTTPRoutes) namespaced() bool     { return true }
+func (meshHTTPRoutes) empty() client.Object { return &MeshHTTPRoute{} }
+
+func (meshHTTPRoutes) desired(t Target, canaryWeight int) client.Object {
+	return NewMeshHTTPRoute(t, canaryWeight)
 }
 
-func (r *meshHTTPRouteRouter) Weights(ctx context.Context, t Target) (int, bool, error) {
-	mr := &MeshHTTPRoute{}
-	err := r.c.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.Apex}, mr)
-	if apierrors.IsNotFound(err) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("get MeshHTTPRoute %s/%s: %w", t.Namespace, t.Apex, err)
-	}
+// canaryWeight counts only the rules for the apex: a route edited by hand may hold others.
+func (meshHTTPRoutes) canaryWeight(obj client.Object, t Target) int {
+	mr := obj.(*MeshHTTPRoute)
 	apexTag, canaryTag := ServiceTag(t.Apex, t.Namespace, t.Port), ServiceTag(t.Canary, t.Namespace, t.Port)
 	var canary, total uint32
 	for _, to := range mr.Spec.To {
@@ -70,20 +62,5 @@ func (r *meshHTTPRouteRouter) Weights(ctx context.Context, t Target) (int, bool,
 			}
 		}
 	}
-	return percent(canary, total), true, nil
-}
-
-func (r *meshHTTPRouteRouter) Delete(ctx context.Context, t Target) error {
-	return deleteRoute(ctx, r.c, &MeshHTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: t.Apex, Namespace: t.Namespace}})
-}
-
-func metaTypeOf(kind string) metav1.TypeMeta {
-	return metav1.TypeMeta{APIVersion: GroupVersion.String(), Kind: kind}
-}
-
-func (r *meshHTTPRouteRouter) Object(t Target) *metav1.PartialObjectMetadata {
-	return &metav1.PartialObjectMetadata{
-		TypeMeta:   metaTypeOf("MeshHTTPRoute"),
-		ObjectMeta: metav1.ObjectMeta{Name: t.Apex, Namespace: t.Namespace},
-	}
+	return percent(canary, total)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,18 +21,46 @@ type Target struct {
 	CanaryName            string // the Canary object name, for labels
 }
 
-// Router writes the route that splits a Target's traffic.
+// Router writes the route that splits a Target's traffic. Only a route carrying coalmine's
+// labels for the Target's Canary (see Owned) is coalmine's: the others are never written
+// over nor deleted.
 type Router interface {
+	// Acquire reads the route once and says whether coalmine may write it: nil when there
+	// is none or it is this Canary's, an error wrapping ErrNotOurs when someone else's
+	// object holds the name. Call it before the first SetWeights and record the outcome.
+	Acquire(ctx context.Context, t Target) error
 	// SetWeights makes the route send canaryWeight% to the canary and the rest to primary,
 	// creating or updating it in one request that reads nothing (idempotent: the API server
-	// stores nothing when it is already so).
+	// stores nothing when it is already so). It does not check ownership: Acquire does.
 	SetWeights(ctx context.Context, t Target, canaryWeight int) error
-	// Weights reports the canary weight of the current route; found is false when none exists.
-	Weights(ctx context.Context, t Target) (canaryWeight int, found bool, err error)
-	// Delete removes the route; absent is fine.
+	// Observe reads the route: whether it exists, whether it is this Canary's, and its
+	// canary weight.
+	Observe(ctx context.Context, t Target) (Observed, error)
+	// Delete removes the route if it is this Canary's, leaving anyone else's alone; absent,
+	// or of a kind the cluster no longer serves, is gone. It makes one read and at most one
+	// delete, within DeleteTimeout, and never retries.
 	Delete(ctx context.Context, t Target) error
 	// Object names t's route (kind, name, namespace) for a read of its metadata.
 	Object(t Target) *metav1.PartialObjectMetadata
+	// Ref names t's route for the Canary's status, so clean-up acts on what was written.
+	Ref(t Target) RouteRef
+}
+
+// Observed is what a read of a Target's route found.
+type Observed struct {
+	Found  bool // the object exists
+	Ours   bool // it carries coalmine's labels for this Canary (Owned)
+	Weight int  // the canary's percentage of the traffic; meaningful only when Found
+}
+
+// RouteRef names one route coalmine wrote: what a Canary's status records and its
+// clean-up deletes. Namespace is empty for the cluster-scoped TrafficRoute. A plain value
+// (no pointers, maps or slices), so copying it is a deep copy.
+type RouteRef struct {
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	Mesh      string `json:"mesh"`
 }
 
 // Labels and annotations coalmine puts on every route it writes.
@@ -68,9 +95,18 @@ func (t Target) mesh() string {
 	return t.Mesh
 }
 
-func (t Target) validate(canaryWeight int) error {
-	if t.Namespace == "" || t.Apex == "" || t.Primary == "" || t.Canary == "" || t.Port <= 0 {
+// complete refuses a Target that cannot name its route or prove whose it is: the Canary's
+// name is in the ownership labels, so without it no route could be told ours.
+func (t Target) complete() error {
+	if t.Namespace == "" || t.Apex == "" || t.Primary == "" || t.Canary == "" || t.Port <= 0 || t.CanaryName == "" {
 		return fmt.Errorf("incomplete route target %+v", t)
+	}
+	return nil
+}
+
+func (t Target) validate(canaryWeight int) error {
+	if err := t.complete(); err != nil {
+		return err
 	}
 	if canaryWeight < 0 || canaryWeight > 100 {
 		return fmt.Errorf("canary weight %d is not a percentage", canaryWeight)
@@ -94,31 +130,31 @@ func routeAnnotations() map[string]string {
 const FieldOwner = "coalmine"
 
 // applyRoute writes desired with server-side apply: one request, no read first, created
-// when missing. The route is coalmine's alone, so it takes over any field someone edited
-// (ForceOwnership), while labels, annotations and owner references others added (Kuma's
-// webhook adds kuma.io/origin and more) stay: apply only touches the fields it names. An
-// apply that changes nothing stores nothing.
-func applyRoute(ctx context.Context, c client.Client, desired client.Object) error {
-	kind, key := kindOf(desired), client.ObjectKeyFromObject(desired)
+// when missing. The route is coalmine's alone (Acquire made sure), so it takes over any
+// field someone edited (ForceOwnership), while labels, annotations and owner references
+// others added (Kuma's webhook adds kuma.io/origin and more) stay: apply only touches the
+// fields it names. An apply that changes nothing stores nothing.
+func applyRoute(ctx context.Context, c client.Client, kind string, desired client.Object) error {
+	key := client.ObjectKeyFromObject(desired)
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
 	if err != nil {
-		return fmt.Errorf("convert %s %s: %w", kind, key, err)
+		return fmt.Errorf("convert %s %s: %w", kind, display(key), err)
 	}
 	obj := &unstructured.Unstructured{Object: u}
 	unstructured.RemoveNestedField(obj.Object, "metadata", "creationTimestamp")
 	log.FromContext(ctx).V(1).Info("applying route", "kind", kind, "name", key.Name, "namespace", key.Namespace)
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+		return fmt.Errorf("apply %s %s: %w", kind, display(key), err)
 	}
 	return nil
 }
 
-func deleteRoute(ctx context.Context, c client.Client, obj client.Object) error {
-	err := c.Delete(ctx, obj)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete %s %s: %w", kindOf(obj), client.ObjectKeyFromObject(obj), err)
+// display is "namespace/name", or the name alone for a cluster-scoped object.
+func display(key client.ObjectKey) string {
+	if key.Namespace == "" {
+		return key.Name
 	}
-	return nil
+	return key.String()
 }
 
 // percent turns a canary weight out of total into a percentage. Coalmine's routes always
@@ -140,14 +176,8 @@ func merge(into, from map[string]string) map[string]string {
 	return into
 }
 
-func kindOf(obj client.Object) string {
-	switch obj.(type) {
-	case *TrafficRoute:
-		return "TrafficRoute"
-	case *MeshHTTPRoute:
-		return "MeshHTTPRoute"
-	}
-	return fmt.Sprintf("%T", obj)
+func metaTypeOf(kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: GroupVersion.String(), Kind: kind}
 }
 
 func objectMeta(name, namespace string, t Target, extraLabels map[string]string) metav1.ObjectMeta {

@@ -1,0 +1,52 @@
+package v1beta1
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBuiltinsSelectTheApexService: the builtins name the canary's Envoy cluster after
+// {{ service }}, the apex Service, never after {{ target }}.
+func TestBuiltinsSelectTheApexService(t *testing.T) {
+	vars := QueryVars{Name: "alice", Namespace: "apps", Target: "alice", Service: "web", Interval: "1m"}
+	for _, name := range []string{MetricRequestSuccessRate, MetricRequestDuration} {
+		t.Run(name, func(t *testing.T) {
+			tmpl, ok := BuiltinQuery(name)
+			if !ok {
+				t.Fatal("not a builtin")
+			}
+			if strings.Contains(tmpl, "{{ target }}") {
+				t.Errorf("builtin uses {{ target }}:\n%s", tmpl)
+			}
+			q, err := RenderQuery(tmpl, vars, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(q, `envoy_cluster_name=~"web-canary_apps_svc_[0-9a-zA-Z-]+"`) || strings.Contains(q, "alice") {
+				t.Errorf("rendered query does not select web-canary only:\n%s", q)
+			}
+		})
+	}
+}
+
+// TestBuiltinTrafficQueryIsTheSuccessRateDenominator: the query the analyzer runs when the
+// success rate is empty is the ratio's own denominator, verbatim, and only the success
+// rate has one.
+func TestBuiltinTrafficQueryIsTheSuccessRateDenominator(t *testing.T) {
+	ratio, _ := BuiltinQuery(MetricRequestSuccessRate)
+	traffic, ok := BuiltinTrafficQuery(MetricRequestSuccessRate)
+	if !ok {
+		t.Fatal("request-success-rate has no traffic query")
+	}
+	if !strings.HasSuffix(ratio, "\n/ \n"+traffic+" \n* 100") {
+		t.Errorf("traffic query is not the ratio's denominator:\n%s\nratio:\n%s", traffic, ratio)
+	}
+	if strings.Contains(traffic, "envoy_response_code") {
+		t.Errorf("traffic query filters response codes:\n%s", traffic)
+	}
+	for _, name := range []string{MetricRequestDuration, "my-metric"} {
+		if _, ok := BuiltinTrafficQuery(name); ok {
+			t.Errorf("%s has a traffic query", name)
+		}
+	}
+}

@@ -1,0 +1,164 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// converge brings the world to what the recorded status says: the route weight, the
+// canary Deployment and the target's pause and marks. It decides nothing and is
+// idempotent, so a pass killed after the status write is completed by the next one. The
+// order is the safe one: traffic first (away from a canary being removed), then the
+// canary Deployment, then the target.
+func (x *pass) converge(ctx context.Context) error {
+	if x.target == nil || x.notReady != nil {
+		return nil
+	}
+	if err := x.convergeRoute(ctx, x.desiredWeight()); err != nil {
+		return err
+	}
+	if err := x.convergeCanary(ctx); err != nil {
+		return err
+	}
+	return x.convergeTarget(ctx)
+}
+
+// desiredWeight is the canary's share of the route in the recorded phase.
+func (x *pass) desiredWeight() int {
+	switch x.status.Phase {
+	case v1beta1.PhaseProgressing, v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
+		return x.status.CanaryWeight
+	}
+	return 0
+}
+
+// convergeRoute writes the route when the weight this process last applied differs from
+// the desired one, when it applied none yet (a new process: once, a no-op on the server
+// when it is already so), or when the route is gone (deleted by hand or by a control
+// plane): a missing route is restored in the same pass, not at the next step.
+func (x *pass) convergeRoute(ctx context.Context, w int) error {
+	key := canaryKey(x.canary)
+	if applied, ok := x.r.memo.applied(key); ok && applied == w {
+		found, err := x.routeExists(ctx)
+		if err != nil {
+			return fmt.Errorf("read route: %w", err)
+		}
+		if found {
+			return nil
+		}
+		log.FromContext(ctx).Info("route missing, recreating", "weight", w)
+	}
+	if err := x.router.SetWeights(ctx, x.rt, w); err != nil {
+		return fmt.Errorf("set canary weight %d: %w", w, err)
+	}
+	x.r.memo.setApplied(key, w)
+	return nil
+}
+
+// routeExists reads the route's metadata from the cache where this cluster holds the
+// routes, else asks the router (the Global control plane's cluster).
+func (x *pass) routeExists(ctx context.Context) (bool, error) {
+	if !x.r.cachedRoutes[x.kind] {
+		o, err := x.router.Observe(ctx, x.rt)
+		return o.Found, err
+	}
+	obj := x.router.Object(x.rt)
+	if err := x.r.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// convergeCanary keeps the canary Deployment at the analysed revision while Progressing,
+// leaves it serving its weight while the target rolls (Promoting, Finalising), and
+// removes it in every other phase.
+func (x *pass) convergeCanary(ctx context.Context) error {
+	switch x.status.Phase {
+	case v1beta1.PhaseProgressing:
+		return x.ensureCanaryDeployment(ctx, x.status.CanaryRevision)
+	case v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
+		return nil
+	}
+	return x.deleteCanaryDeployment(ctx)
+}
+
+// convergeTarget keeps coalmine's marks on the target (managed label, stable revision)
+// and its pause as the phase needs:
+//   - a revision held (Waiting, Progressing, Failed, live != stable): paused, the held
+//     revision annotated;
+//   - promoting: unpaused, the promoted revision stable;
+//   - steady: a pause coalmine made for a revision that is no longer live is released;
+//     the user's own pause is left alone.
+func (x *pass) convergeTarget(ctx context.Context) error {
+	d := x.target.DeepCopy()
+	live := x.revision()
+	stable := x.stableRevision()
+	setManaged(d)
+	switch x.status.Phase {
+	case v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
+		if live == x.status.CanaryRevision {
+			stable = x.status.CanaryRevision
+			d.Spec.Paused = false
+			setAnnotation(d, v1beta1.AnnotationRevision, live)
+		}
+	case v1beta1.PhaseWaiting, v1beta1.PhaseProgressing, v1beta1.PhaseFailed:
+		if live != stable {
+			if !d.Spec.Paused && x.status.Phase == v1beta1.PhaseProgressing {
+				// The webhook pauses every template change of a managed Deployment; one
+				// that got through (webhook missing or bypassed, a re-created target) is
+				// held now. Pods already rolled stay.
+				x.event(corev1.EventTypeWarning, ReasonUnguarded, "Analyse",
+					"Deployment %s runs revision %s without being paused (is coalmine's webhook installed, the namespace labelled?); paused it now", d.Name, live)
+			}
+			d.Spec.Paused = true
+			setAnnotation(d, v1beta1.AnnotationRevision, live)
+		}
+	default:
+		if x.heldByCoalmine() && live == stable {
+			d.Spec.Paused = x.status.Ownership != nil && x.status.Ownership.UserPaused
+			setAnnotation(d, v1beta1.AnnotationRevision, live)
+		}
+	}
+	setAnnotation(d, v1beta1.AnnotationStableRevision, stable)
+	return x.writeTarget(ctx, d)
+}
+
+// writeTarget updates the target when d differs from it, and remembers the write.
+func (x *pass) writeTarget(ctx context.Context, d *appsv1.Deployment) error {
+	if d.Spec.Paused == x.target.Spec.Paused && equality.Semantic.DeepEqual(d.Labels, x.target.Labels) &&
+		equality.Semantic.DeepEqual(d.Annotations, x.target.Annotations) {
+		return nil
+	}
+	if err := x.r.Client.Update(ctx, d); err != nil {
+		return fmt.Errorf("update deployment %s: %w", d.Name, err)
+	}
+	x.r.memo.wrote(memoTarget, client.ObjectKeyFromObject(d), d.ResourceVersion)
+	x.target = d
+	return nil
+}
+
+func setAnnotation(d *appsv1.Deployment, k, v string) {
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	d.Annotations[k] = v
+}
+
+func setManaged(d *appsv1.Deployment) {
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	d.Labels[v1beta1.LabelManaged] = "true"
+}

@@ -1,0 +1,66 @@
+package rollout
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/workload"
+)
+
+// Event reasons of the steady state.
+const (
+	ReasonInitialized = "Initialized"
+	ReasonRestamped   = "Restamped"
+)
+
+// initialize records the stable revision: what the serving ReplicaSet runs. A Deployment
+// the user paused with a change that never rolled has that change analysed next (its
+// template is not what serves); a Deployment with no ReplicaSet yet is stable as it is.
+func (x *pass) initialize() {
+	live := x.revision()
+	stable := live
+	if x.serving != nil && !workload.SameTemplate(&x.serving.Spec.Template, &x.target.Spec.Template) {
+		stable = v1beta1.TemplateRevision(workload.TemplateWithoutHash(&x.serving.Spec.Template))
+	}
+	x.status.StableRevision = stable
+	x.status.StableReplicaSet = ""
+	if x.serving != nil {
+		x.status.StableReplicaSet = x.serving.Name
+	}
+	x.status.CanaryWeight = 0
+	x.transition(v1beta1.PhaseInitialized, fmt.Sprintf("stable revision %s serves all traffic", stable))
+	x.event(corev1.EventTypeNormal, ReasonInitialized, "Initialize",
+		"Initialized: Services %s, %s and %s, all traffic to %s, stable revision %s",
+		x.rt.Apex, x.rt.Primary, x.rt.Canary, x.rt.Primary, stable)
+	x.requeueAfter(0)
+}
+
+// idle is a steady phase with the stable revision live. The user's own pause is what the
+// target says now: no revision is held, so a pause is not coalmine's.
+func (x *pass) idle() {
+	x.status.StableRevision = x.stableRevision()
+	if own := x.status.Ownership; own != nil && x.status.Phase != v1beta1.PhaseFailed && !x.heldByCoalmine() {
+		own.UserPaused = x.target.Spec.Paused
+	}
+}
+
+// heldByCoalmine: the target is paused at a revision the webhook or the loop recorded,
+// other than the live one's stable revision.
+func (x *pass) heldByCoalmine() bool {
+	held := x.target.Annotations[v1beta1.AnnotationRevision]
+	return x.target.Spec.Paused && held != "" && held != x.stableRevision()
+}
+
+// restamp records the live hash as the stable revision: the template is what the serving
+// ReplicaSet runs, only its representation changed (see SitDrift). No canary.
+func (x *pass) restamp() {
+	live, old := x.revision(), x.stableRevision()
+	x.status.StableRevision = live
+	x.status.StableReplicaSet = x.serving.Name
+	x.event(corev1.EventTypeNormal, ReasonRestamped, "Initialize",
+		"Deployment %s: template hash %s differs from stable revision %s but the template is what ReplicaSet %s runs: recorded %s as stable, nothing to analyse",
+		x.target.Name, live, old, x.serving.Name, live)
+	x.transition(x.status.Phase, fmt.Sprintf("stable revision %s serves all traffic", live))
+}

@@ -1,0 +1,235 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/router"
+	"github.com/coalmine-dev/coalmine/rollout/workload"
+)
+
+// namespaceScope is what the Canary's namespace says about it.
+type namespaceScope struct {
+	labels, annotations map[string]string
+}
+
+// load reads the target, the namespace, the router and the mesh. A missing target is
+// not an error: it is a situation (TargetMissing) once the Canary owns it.
+func (x *pass) load(ctx context.Context) error {
+	c := x.canary
+	ns := &corev1.Namespace{}
+	if err := x.r.Client.Get(ctx, client.ObjectKey{Name: c.Namespace}, ns); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("get namespace %s: %w", c.Namespace, err)
+	}
+	x.ns = namespaceScope{labels: ns.Labels, annotations: ns.Annotations}
+	if ns.Labels[v1beta1.LabelSidecarInjection] != "enabled" {
+		// The webhook's namespaceSelector does not match: template changes are not
+		// intercepted, only caught by this loop after the fact (pods may already roll).
+		x.degrade("NamespaceNotInScope", "namespace %s lacks the label %s=enabled: coalmine's webhook does not intercept its Deployments, so a template change may roll before the loop pauses it; label the namespace",
+			c.Namespace, v1beta1.LabelSidecarInjection)
+	}
+
+	name := c.Spec.TargetRef.Name
+	if own := x.status.Ownership; own != nil && own.Target.Name != "" {
+		// The Canary acts on the Deployment it acquired: a targetRef edited past the
+		// (fail-open) webhook does not move the guard.
+		name = own.Target.Name
+	}
+	target := &appsv1.Deployment{}
+	switch err := x.r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, target); {
+	case apierrors.IsNotFound(err):
+		target = nil
+	case err != nil:
+		return fmt.Errorf("get target deployment: %w", err)
+	case x.r.memo.behind(memoTarget, client.ObjectKeyFromObject(target), target.ResourceVersion):
+		return fmt.Errorf("deployment %s: %w", name, errCacheLag)
+	}
+	x.target = target
+
+	kind := x.r.routeKind(c)
+	x.kind = kind
+	x.router = x.r.Routers[kind]
+	if x.router == nil {
+		x.stop("UnknownRouteKind", "no router for route kind %q (annotation %s): use %s or %s",
+			kind, v1beta1.AnnotationRouteKind, v1beta1.RouteKindTrafficRoute, v1beta1.RouteKindMeshHTTPRoute)
+		return nil
+	}
+	x.rt = routeTarget(c, x.meshName())
+	if target != nil {
+		app, err := workload.AppLabels(target)
+		if err != nil {
+			x.stop("InvalidTarget", "Deployment %s: %v", target.Name, err)
+			return nil
+		}
+		x.app = app
+	}
+	return nil
+}
+
+// meshName is the Kuma mesh of the Canary's data planes: the Canary's kuma.io/mesh
+// annotation (an explicit choice), else the kuma.io/mesh label of the target's pods or of
+// the namespace (Kuma 2.x), else the kuma.io/mesh annotation of the pods or the namespace
+// (Kuma 1.x), else "default".
+func (x *pass) meshName() string {
+	if m := x.canary.Annotations[v1beta1.AnnotationMesh]; m != "" {
+		return m
+	}
+	var podLabels, podAnnotations map[string]string
+	if x.target != nil {
+		podLabels, podAnnotations = x.target.Spec.Template.Labels, x.target.Spec.Template.Annotations
+	}
+	for _, m := range []map[string]string{podLabels, x.ns.labels, podAnnotations, x.ns.annotations} {
+		if v := m[v1beta1.LabelMesh]; v != "" {
+			return v
+		}
+	}
+	return router.DefaultMesh
+}
+
+func routeTarget(c *v1beta1.Canary, mesh string) router.Target {
+	return router.Target{
+		Namespace: c.Namespace, Apex: c.ApexName(), Primary: c.PrimaryName(), Canary: c.CanaryName(),
+		Port: c.Spec.Service.Port, Mesh: mesh, CanaryName: c.Name,
+	}
+}
+
+// revision is the template revision of the target as it is now.
+func (x *pass) revision() string { return v1beta1.TemplateRevision(&x.target.Spec.Template) }
+
+// stableRevision is the revision the status records as serving, else the target's
+// stable-revision annotation (a status from before it was recorded).
+func (x *pass) stableRevision() string {
+	if x.status.StableRevision != "" {
+		return x.status.StableRevision
+	}
+	return x.target.Annotations[v1beta1.AnnotationStableRevision]
+}
+
+// observe gathers what classify needs. It reads only the cache, except the
+// confirm-rollout gates, which it calls only for a revision that is new.
+func (x *pass) observe(ctx context.Context) (observation, error) {
+	c := x.canary
+	o := observation{
+		phase: x.status.Phase, now: x.now, targetFound: x.target != nil,
+		stable: x.status.StableRevision, canary: x.status.CanaryRevision, failed: x.status.FailedRevision,
+	}
+	if x.target == nil {
+		return o, nil
+	}
+	o.live = x.revision()
+	o.stable = x.stableRevision()
+	analysing := o.phase == v1beta1.PhaseProgressing || o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising
+	initializing := o.phase == v1beta1.PhaseInitializing || o.phase == v1beta1.PhaseTerminating || o.phase == ""
+	if initializing || (o.live != o.stable && !(analysing && o.live == o.canary)) {
+		stableRS, err := x.stableReplicaSet(ctx)
+		if err != nil {
+			return o, err
+		}
+		x.serving = stableRS
+		o.matchesServing = stableRS != nil && workload.SameTemplate(&stableRS.Spec.Template, &x.target.Spec.Template)
+		if !o.matchesServing && o.live != o.failed && !initializing {
+			o.gateClosed = x.gateClosed(ctx, v1beta1.ConfirmRolloutHook, o.live)
+		}
+	}
+	switch {
+	case o.phase == v1beta1.PhaseProgressing && o.live == o.canary:
+		d, err := x.canaryDeployment(ctx)
+		if err != nil {
+			return o, err
+		}
+		x.canaryD = d
+		if d != nil && d.Annotations[v1beta1.AnnotationRevision] == o.canary {
+			rd := workload.DeploymentReadiness(d, c.CanaryReadyThreshold())
+			o.canaryReady, o.canaryFailed = rd.Ready, rd.Failed
+		}
+		o.hadTraffic = x.status.LastStepTime != nil
+		start := x.now
+		if x.status.ProgressStartTime != nil {
+			start = x.status.ProgressStartTime.Time
+		}
+		o.waitDeadline = start.Add(c.ProgressDeadline())
+		if x.status.LastStepTime != nil {
+			o.nextCheck = x.status.LastStepTime.Add(c.AnalysisInterval())
+		}
+	case (o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising) && o.live == o.canary:
+		rolled := x.target.Annotations[v1beta1.AnnotationStableRevision] == o.canary && !x.target.Spec.Paused
+		rd := workload.DeploymentReadiness(x.target, c.PrimaryReadyThreshold())
+		o.targetReady = rolled && rd.Ready
+		o.targetFailed = rolled && rd.Failed
+		if o.targetReady {
+			// complete records the ReplicaSet that now runs the promoted revision.
+			serving, err := x.servingReplicaSet(ctx, "")
+			if err != nil {
+				return o, err
+			}
+			x.serving = serving
+		}
+		start := x.now
+		if x.status.ProgressStartTime != nil {
+			start = x.status.ProgressStartTime.Time
+		}
+		o.rollDeadline = start.Add(targetProgressDeadline(x.target))
+	}
+	return o, nil
+}
+
+// targetProgressDeadline is the target's spec.progressDeadlineSeconds (the Deployment
+// controller's default, 600 s, when unset): the bound of a promotion's rollout.
+func targetProgressDeadline(d *appsv1.Deployment) time.Duration {
+	secs := int32(600)
+	if d.Spec.ProgressDeadlineSeconds != nil {
+		secs = *d.Spec.ProgressDeadlineSeconds
+	}
+	return time.Duration(secs) * time.Second
+}
+
+// stableReplicaSet is the ReplicaSet the status recorded for the stable revision, else
+// (a status from before it was recorded, or an Initializing Canary) the one serving now.
+func (x *pass) stableReplicaSet(ctx context.Context) (*appsv1.ReplicaSet, error) {
+	return x.servingReplicaSet(ctx, x.status.StableReplicaSet)
+}
+
+// servingReplicaSet is the target's ReplicaSet named name, or with name "" the one that
+// runs its pods now: of those it controls with replicas, the one with the highest
+// deployment revision. nil when there is none.
+func (x *pass) servingReplicaSet(ctx context.Context, name string) (*appsv1.ReplicaSet, error) {
+	sel := x.target.Spec.Selector
+	if sel == nil || len(sel.MatchLabels) == 0 {
+		return nil, nil
+	}
+	var list appsv1.ReplicaSetList
+	if err := x.r.Client.List(ctx, &list, client.InNamespace(x.target.Namespace), client.MatchingLabels(sel.MatchLabels)); err != nil {
+		return nil, fmt.Errorf("list replicasets of %s: %w", x.target.Name, err)
+	}
+	var best *appsv1.ReplicaSet
+	bestRev := int64(-1)
+	for i := range list.Items {
+		rs := &list.Items[i]
+		if !metav1.IsControlledBy(rs, x.target) {
+			continue
+		}
+		if name != "" {
+			if rs.Name == name {
+				return rs, nil
+			}
+			continue
+		}
+		if rs.Spec.Replicas == nil || *rs.Spec.Replicas == 0 {
+			continue
+		}
+		rev, _ := strconv.ParseInt(rs.Annotations["deployment.kubernetes.io/revision"], 10, 64)
+		if rev > bestRev {
+			best, bestRev = rs, rev
+		}
+	}
+	return best, nil
+}

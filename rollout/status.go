@@ -1,0 +1,182 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// Condition types of a Canary.
+const (
+	// ConditionPromoted is Flagger's condition: True once a revision is initialized or
+	// promoted, Unknown while one is analysed or promoted, False after a rollback.
+	ConditionPromoted = "Promoted"
+	// ConditionReady says whether coalmine has what it needs to guard the target: the
+	// Deployment, a router for the route kind, the Services, the namespace in the
+	// webhook's scope and no reconcile error.
+	ConditionReady = "Ready"
+	// ConditionBareServices is True when Services that coalmine does not own select the
+	// target's pods: traffic through them bypasses the split.
+	ConditionBareServices = "BareServices"
+
+	conditionPromoted     = ConditionPromoted
+	conditionReady        = ConditionReady
+	conditionBareServices = ConditionBareServices
+)
+
+// stamp is now as the API stores it (seconds), so a status read back compares equal.
+func (x *pass) stamp() *metav1.Time {
+	t := metav1.NewTime(x.now.Truncate(time.Second))
+	return &t
+}
+
+func (x *pass) setCondition(typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&x.status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: message,
+		ObservedGeneration: x.canary.Generation, LastTransitionTime: *x.stamp(),
+	})
+}
+
+// transition moves to phase p with message and keeps the Promoted condition in step, as
+// Flagger does. It is the only writer of status.phase: actions call it, helpers never do.
+func (x *pass) transition(p v1beta1.CanaryPhase, message string) {
+	if x.status.Phase != p {
+		x.status.Phase = p
+		x.status.LastTransitionTime = x.stamp()
+	}
+	x.status.Message = message
+	switch p {
+	case v1beta1.PhaseInitialized, v1beta1.PhaseSucceeded:
+		x.setCondition(conditionPromoted, metav1.ConditionTrue, string(p), message)
+	case v1beta1.PhaseFailed:
+		x.setCondition(conditionPromoted, metav1.ConditionFalse, string(p), message)
+	case v1beta1.PhaseTerminating:
+		// Leave Promoted as it was: the Canary is going away.
+	default:
+		x.setCondition(conditionPromoted, metav1.ConditionUnknown, string(p), message)
+	}
+}
+
+// setReady sets Ready from what the pass found: stopped, degraded, or all in place.
+func (x *pass) setReady() {
+	switch {
+	case x.notReady != nil:
+		x.setCondition(conditionReady, metav1.ConditionFalse, x.notReady.reason, x.notReady.message)
+	case x.degraded != nil:
+		x.setCondition(conditionReady, metav1.ConditionFalse, x.degraded.reason, x.degraded.message)
+	default:
+		x.setCondition(conditionReady, metav1.ConditionTrue, "Reconciled", "the Services, the route and the target are in place")
+	}
+}
+
+// writeStatus merge-patches the working status when it differs from the one read. The
+// loop is the status's one writer, so the patch carries no resourceVersion: a competing
+// metadata edit cannot make a decision fail to be recorded. The resourceVersion the
+// write returns is remembered, so a later pass that reads an older Canary from the cache
+// waits instead of acting on it (see writeMemo).
+func (x *pass) writeStatus(ctx context.Context) error {
+	x.status.ObservedGeneration = x.canary.Generation
+	if equality.Semantic.DeepEqual(*x.status, x.canary.Status) {
+		return nil
+	}
+	c := x.canary.DeepCopy()
+	c.Status = *x.status.DeepCopy()
+	if err := x.r.Client.Status().Patch(ctx, c, client.MergeFrom(x.canary)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patch canary status: %w", err)
+	}
+	x.r.memo.wrote(memoCanary, client.ObjectKeyFromObject(c), c.ResourceVersion)
+	x.canary.Status = *x.status.DeepCopy()
+	x.canary.ResourceVersion = c.ResourceVersion
+	return nil
+}
+
+// impossible reports a phase x situation cell that the table says cannot happen. Nothing
+// moves: a wrong guess about the world must not become a rollout.
+func (x *pass) impossible() {
+	msg := fmt.Sprintf("phase %s cannot be in situation %s; holding everything as it is", x.status.Phase, x.situation)
+	x.event(corev1.EventTypeWarning, "Impossible", "Decide", "%s", msg)
+	x.degrade("Impossible", "%s", msg)
+	x.requeueAfter(x.canary.AnalysisInterval())
+}
+
+// Memo kinds: the objects whose own writes a pass must not read behind.
+const (
+	memoCanary = "canary"
+	memoTarget = "target"
+)
+
+// writeMemo remembers the resourceVersion of the loop's last write of each Canary and
+// target, and the route weight it last applied. The cache may still hold the object as it
+// was before that write (a pass queued meanwhile reads it): acting on that old state once
+// resurrected a rolled-back canary. Correctness must not rest on controller-runtime's
+// experimental read-your-writes mode, so a pass checks the memo itself. The memo is lost
+// with the process; a new process's cache starts from a fresh list, and the route weight
+// is applied once more.
+type writeMemo struct {
+	mu      sync.Mutex
+	rv      map[string]string // kind + key -> resourceVersion written
+	weights map[types.NamespacedName]int
+}
+
+func (m *writeMemo) wrote(kind string, key types.NamespacedName, rv string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rv == nil {
+		m.rv = map[string]string{}
+	}
+	m.rv[kind+"/"+key.String()] = rv
+}
+
+// behind reports whether rv (read from the cache) is older than the loop's own last
+// write of that object. resourceVersions are etcd revisions; when either does not parse
+// as a number the answer is "not behind", as before this guard existed.
+func (m *writeMemo) behind(kind string, key types.NamespacedName, rv string) bool {
+	m.mu.Lock()
+	written := m.rv[kind+"/"+key.String()]
+	m.mu.Unlock()
+	if written == "" || written == rv {
+		return false
+	}
+	w, err1 := strconv.ParseUint(written, 10, 64)
+	r, err2 := strconv.ParseUint(rv, 10, 64)
+	return err1 == nil && err2 == nil && r < w
+}
+
+func (m *writeMemo) applied(key types.NamespacedName) (int, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, ok := m.weights[key]
+	return w, ok
+}
+
+func (m *writeMemo) setApplied(key types.NamespacedName, w int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.weights == nil {
+		m.weights = map[types.NamespacedName]int{}
+	}
+	m.weights[key] = w
+}
+
+// forget drops what the memo knows of a Canary (deleted, or its route gone).
+func (m *writeMemo) forget(key types.NamespacedName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.weights, key)
+	delete(m.rv, memoCanary+"/"+key.String())
+}
