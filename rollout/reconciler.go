@@ -42,12 +42,9 @@ func TargetNameIndex(obj client.Object) []string {
 
 // Reconciler runs the canary rollouts of all Canaries.
 type Reconciler struct {
-	// Client reads from the manager's cache and writes as coalmine's ServiceAccount. It
-	// must read its own writes (client.CacheOptions.EnableReadYourWritesConsistency): a
-	// pass queued while the previous one was writing the status would otherwise see the
-	// Canary as it was before that write. Right after a rollback such a pass still saw
-	// Progressing and created the canary Deployment again, left behind for good (found on
-	// a real API server).
+	// Client reads from the manager's cache and writes as coalmine's ServiceAccount. The
+	// cache may lag behind the loop's own writes; each pass checks the resourceVersions it
+	// wrote (memo) and waits rather than act on an older Canary or target.
 	Client client.Client
 	// Recorder emits events.k8s.io Events on the Canary (mgr.GetEventRecorder).
 	Recorder events.EventRecorder

@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -101,11 +100,10 @@ func Run(ctx context.Context, o Options) error {
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Client: client.Options{Cache: &client.CacheOptions{
-			// A pass must start from the loop's own last writes: one reading a Canary the
-			// cache has not caught up with re-ran the step before it (after a rollback it
-			// created the canary Deployment again). Reads of an object with a write in
-			// flight wait for the cache to see it, so every read can come from the cache.
-			EnableReadYourWritesConsistency: ptr.To(true),
+			// Every read comes from the cache. A pass must never act on a Canary or target
+			// older than the loop's own last write of it (one that did re-created a
+			// rolled-back canary): the loop guards that itself (rollout's writeMemo), so it
+			// does not lean on controller-runtime's experimental read-your-writes mode.
 			// Secrets are read rarely (metric provider credentials) and caching them would
 			// watch every Secret of the cluster.
 			DisableFor: []client.Object{
