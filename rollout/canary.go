@@ -84,6 +84,10 @@ func (x *pass) awaitCanary() {
 func (x *pass) stuckReason() string {
 	name := x.canary.CanaryDeploymentName()
 	if x.canaryD == nil {
+		if x.degraded != nil && x.degraded.reason == ReasonNotOwned {
+			return fmt.Sprintf("canary Deployment %s exists and is not controlled by Canary %s, so the revision could not be analysed within the progress deadline of %s: rename or delete that Deployment",
+				name, x.canary.Name, x.canary.ProgressDeadline())
+		}
 		return fmt.Sprintf("canary Deployment %s not created within the progress deadline of %s", name, x.canary.ProgressDeadline())
 	}
 	rd := workload.DeploymentReadiness(x.canaryD, x.canary.CanaryReadyThreshold())
@@ -114,7 +118,7 @@ func (x *pass) canaryDeployment(ctx context.Context) (*appsv1.Deployment, error)
 		return nil, fmt.Errorf("get canary deployment: %w", err)
 	}
 	if !metav1.IsControlledBy(d, x.canary) {
-		x.degrade("CanaryDeploymentNotOwned", "Deployment %s exists and is not controlled by Canary %s: rename or delete it; until then the canary counts as not ready", d.Name, x.canary.Name)
+		x.degrade(ReasonNotOwned, "Deployment %s exists and is not controlled by Canary %s: rename or delete it; until then the canary counts as not ready", d.Name, x.canary.Name)
 		return nil, nil
 	}
 	return d, nil
@@ -143,7 +147,7 @@ func (x *pass) ensureCanaryDeployment(ctx context.Context, rev string) error {
 		return fmt.Errorf("get canary deployment: %w", err)
 	}
 	if !metav1.IsControlledBy(existing, c) {
-		x.degrade("CanaryDeploymentNotOwned", "Deployment %s exists and is not controlled by Canary %s: rename or delete it; until then the canary counts as not ready", existing.Name, c.Name)
+		x.degrade(ReasonNotOwned, "Deployment %s exists and is not controlled by Canary %s: rename or delete it; until then the canary counts as not ready", existing.Name, c.Name)
 		return nil
 	}
 	if !existing.DeletionTimestamp.IsZero() {

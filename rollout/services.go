@@ -94,9 +94,15 @@ func (x *pass) releaseRenamedServices(ctx context.Context, desired []*corev1.Ser
 	if own == nil {
 		return nil
 	}
-	oldApex := ""
-	if own.Route != nil {
-		oldApex = own.Route.Service
+	// An old apex is a recorded Service whose primary or canary Service is recorded too.
+	// Not own.Route.Service: moveRoute already points it at the new apex in this pass.
+	apex := map[string]bool{}
+	for _, s := range own.Services {
+		for _, suffix := range []string{v1beta1.PrimarySuffix, v1beta1.CanarySuffix} {
+			if base, ok := strings.CutSuffix(s.Name, suffix); ok {
+				apex[base] = true
+			}
+		}
 	}
 	keep := own.Services[:0]
 	for _, s := range own.Services {
@@ -104,7 +110,7 @@ func (x *pass) releaseRenamedServices(ctx context.Context, desired []*corev1.Ser
 			keep = append(keep, s)
 			continue
 		}
-		del := !s.Adopted && (s.Name != oldApex || x.canary.Annotations[v1beta1.AnnotationDeleteServices] == "true")
+		del := !s.Adopted && (!apex[s.Name] || x.canary.Annotations[v1beta1.AnnotationDeleteServices] == "true")
 		if err := x.giveBackService(ctx, s.Name, del); err != nil {
 			return err
 		}
