@@ -98,7 +98,8 @@ func (x *pass) degrade(reason, format string, args ...any) {
 //  3. services   create or adopt the Services; report bare ones (services.go)
 //  4. classify   observation -> situation (situation.go)
 //  5. decide     phase x situation -> action, which changes only the status (table.go)
-//  6. persist    merge-patch the status: the decision is recorded (status.go)
+//  6. persist    merge-patch the status: the decision is recorded (status.go); only
+//     Initialize marks the target first, since Initialized means "guarded"
 //  7. converge   route, canary Deployment and target follow the recorded status
 //     (converge.go)
 func (x *pass) reconcile(ctx context.Context) error {
@@ -127,6 +128,14 @@ func (x *pass) reconcile(ctx context.Context) error {
 	log.FromContext(ctx).V(1).Info("decide", "situation", x.situation, "action", x.action)
 	if err := x.act(ctx); err != nil {
 		return err
+	}
+	if x.action == actInitialize {
+		// Initialized promises that the webhook guards the target: mark it (managed label,
+		// stable revision) before saying so. Nothing is destroyed by marking it, so a pass
+		// that dies in between simply initializes again.
+		if err := x.converge(ctx); err != nil {
+			return err
+		}
 	}
 	if x.notReady == nil {
 		x.setReady()
