@@ -59,6 +59,8 @@ var knownFlags = []string{
 	"leader-election-id", "webhook-port", "webhook-host", "cert-dir", "cert-mode", "namespace",
 	"metrics-server", "metrics-server-ca-file", "metrics-server-token-file", "mesh-kubeconfig",
 	"route-kind", "kube-api-qps", "kube-api-burst", "sync-period",
+	"slack-url", "slack-token", "slack-proxy-url", "slack-user", "slack-channel", "msteams-url",
+	"msteams-proxy-url", "event-webhook", "cluster-name",
 }
 
 // ---------------------------------------------------------------------------
@@ -227,7 +229,7 @@ type installWant struct {
 func assertInstall(t *testing.T, source string, objs []*unstructured.Unstructured, want installWant) {
 	t.Helper()
 	assertStrictlyValid(t, source, objs)
-	for _, crd := range []string{"canaries.coalmine.dev", "metrictemplates.coalmine.dev"} {
+	for _, crd := range []string{"canaries.coalmine.dev", "metrictemplates.coalmine.dev", "alertproviders.coalmine.dev"} {
 		if find(objs, "CustomResourceDefinition", crd) == nil {
 			t.Errorf("%s: CRD %s missing", source, crd)
 		}
@@ -817,6 +819,60 @@ routeKind: MeshHTTPRoute
 	objs = renderHelm(t, writeValues(t, "replicaCount: 1\nleaderElection: {enabled: false}\npodDisruptionBudget: {enabled: false}\n"))
 	if find(objs, "PodDisruptionBudget", "coalmine") != nil || find(objs, "Role", "coalmine-leader-election") != nil {
 		t.Error("disabled PDB and leader election still render their objects")
+	}
+}
+
+// TestHelmAlertingValues: Flagger's alerting values (slack.*, msteams.*, eventWebhook,
+// clusterName, env) become coalmine's flags and environment, as in Flagger's chart.
+func TestHelmAlertingValues(t *testing.T) {
+	objs := renderHelm(t, writeValues(t, `
+slack:
+  user: flagger
+  channel: "#on-call"
+  url: https://hooks.slack.com/services/T0/B0/XYZ
+  proxyUrl: http://proxy.internal:3128
+msteams:
+  url: https://example.webhook.office.com/webhookb2/abc
+eventWebhook: https://events.example.com/flagger?team=a&b=c
+clusterName: zone-1
+env:
+  - name: SLACK_TOKEN
+    valueFrom: {secretKeyRef: {name: slack, key: token}}
+`))
+	assertInstall(t, "helm (alerting)", objs, installWant{certMode: "self-managed", replicas: 2})
+	d := mustFind[appsv1.Deployment](t, "helm", objs, "Deployment", "coalmine")
+	c := d.Spec.Template.Spec.Containers[0]
+	args := flagValues(t, "helm (alerting)", c.Args)
+	for flagName, want := range map[string]string{
+		"slack-url":       "https://hooks.slack.com/services/T0/B0/XYZ",
+		"slack-proxy-url": "http://proxy.internal:3128",
+		"slack-user":      "flagger",
+		"slack-channel":   "#on-call",
+		"msteams-url":     "https://example.webhook.office.com/webhookb2/abc",
+		"event-webhook":   "https://events.example.com/flagger?team=a&b=c",
+		"cluster-name":    "zone-1",
+	} {
+		if args[flagName] != want {
+			t.Errorf("--%s=%q, want %q", flagName, args[flagName], want)
+		}
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "SLACK_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Key == "token"
+	}) || !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "POD_NAMESPACE" }) {
+		t.Errorf("env %+v, want POD_NAMESPACE and the SLACK_TOKEN of values.env", c.Env)
+	}
+
+	// Flagger's values file leaves the URLs empty (null): no alerting flags but the user.
+	objs = renderHelm(t, writeValues(t, "slack: {user: flagger, channel: null, url: null, proxy: null}\nmsteams: {url: null}\neventWebhook: \"\"\n"))
+	d = mustFind[appsv1.Deployment](t, "helm", objs, "Deployment", "coalmine")
+	args = flagValues(t, "helm (Flagger's empty alerting values)", d.Spec.Template.Spec.Containers[0].Args)
+	for _, f := range []string{"slack-url", "slack-channel", "slack-proxy-url", "msteams-url", "event-webhook", "cluster-name"} {
+		if v, ok := args[f]; ok {
+			t.Errorf("--%s=%q rendered from an empty value", f, v)
+		}
+	}
+	if args["slack-user"] != "flagger" {
+		t.Errorf("--slack-user=%q, want flagger", args["slack-user"])
 	}
 }
 

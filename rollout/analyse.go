@@ -85,7 +85,7 @@ func (x *pass) analyse(ctx context.Context) {
 		if !strings.Contains(x.canary.Status.Message, waiting) {
 			x.event(corev1.EventTypeNormal, ReasonWaiting, "Promote", "Halt: revision %s passed the analysis; %s: %s", x.status.CanaryRevision, waiting, closed)
 		}
-		x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("revision %s passed the analysis at the maximum weight %d%%; %s: %s",
+		x.transition(v1beta1.PhaseWaitingPromotion, fmt.Sprintf("revision %s passed the analysis at the maximum weight %d%%; %s: %s",
 			x.status.CanaryRevision, x.status.CanaryWeight, waiting, closed))
 		x.requeueAfter(c.AnalysisInterval())
 		return

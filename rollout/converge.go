@@ -35,7 +35,7 @@ func (x *pass) converge(ctx context.Context) error {
 // desiredWeight is the canary's share of the route in the recorded phase.
 func (x *pass) desiredWeight() int {
 	switch x.status.Phase {
-	case v1beta1.PhaseProgressing, v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
+	case v1beta1.PhaseProgressing, v1beta1.PhaseWaitingPromotion, v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
 		return x.status.CanaryWeight
 	}
 	return 0
@@ -86,7 +86,7 @@ func (x *pass) routeExists(ctx context.Context) (bool, error) {
 // removes it in every other phase.
 func (x *pass) convergeCanary(ctx context.Context) error {
 	switch x.status.Phase {
-	case v1beta1.PhaseProgressing:
+	case v1beta1.PhaseProgressing, v1beta1.PhaseWaitingPromotion:
 		return x.ensureCanaryDeployment(ctx, x.status.CanaryRevision)
 	case v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
 		return nil
@@ -113,7 +113,7 @@ func (x *pass) convergeTarget(ctx context.Context) error {
 			d.Spec.Paused = false
 			setAnnotation(d, v1beta1.AnnotationRevision, live)
 		}
-	case v1beta1.PhaseWaiting, v1beta1.PhaseProgressing, v1beta1.PhaseFailed:
+	case v1beta1.PhaseWaiting, v1beta1.PhaseProgressing, v1beta1.PhaseWaitingPromotion, v1beta1.PhaseFailed:
 		if live != stable {
 			if !d.Spec.Paused && x.status.Phase == v1beta1.PhaseProgressing {
 				// The webhook pauses every template change of a managed Deployment; one

@@ -30,6 +30,7 @@ func (x *pass) emit(ctx context.Context) {
 		}
 	}
 	x.sendEventHooks(ctx)
+	x.sendAlerts(ctx)
 	recordChecks(x.canary, x.results)
 	recordStatus(x.canary, x.status)
 }

@@ -140,7 +140,7 @@ func TestConfirmPromotionGateHoldsAtMaxWeight(t *testing.T) {
 		e.settle()
 	}
 	c := e.canary()
-	if c.Status.Phase != v1beta1.PhaseProgressing || c.Status.CanaryWeight != 50 || !strings.Contains(c.Status.Message, "promotion waits for approval") {
+	if c.Status.Phase != v1beta1.PhaseWaitingPromotion || c.Status.CanaryWeight != 50 || !strings.Contains(c.Status.Message, "promotion waits for approval") {
 		t.Fatalf("while the promotion gate is closed: %+v", c.Status)
 	}
 	iterations := c.Status.Iterations

@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -127,7 +128,9 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 	}
 	o.live = x.revision()
 	o.stable = x.stableRevision()
-	analysing := o.phase == v1beta1.PhaseProgressing || o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising
+	o.command = x.canary.Annotations[v1beta1.AnnotationCommand]
+	o.operatorPaused = meta.IsStatusConditionTrue(x.status.Conditions, ConditionPaused)
+	analysing := o.phase.Analysing() || o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising
 	initializing := o.phase == v1beta1.PhaseInitializing || o.phase == v1beta1.PhaseTerminating || o.phase == ""
 	if initializing || (o.live != o.stable && !(analysing && o.live == o.canary)) {
 		stableRS, err := x.stableReplicaSet(ctx)
@@ -141,7 +144,7 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 		}
 	}
 	switch {
-	case o.phase == v1beta1.PhaseProgressing && o.live == o.canary:
+	case o.phase.Analysing() && o.live == o.canary:
 		d, err := x.canaryDeployment(ctx)
 		if err != nil {
 			return o, err

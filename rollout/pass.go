@@ -143,7 +143,18 @@ func (x *pass) reconcile(ctx context.Context) error {
 	if err := x.writeStatus(ctx); err != nil {
 		return err
 	}
-	return x.converge(ctx)
+	if err := x.converge(ctx); err != nil {
+		return err
+	}
+	if _, isCommand := commandActions[x.action]; isCommand {
+		return x.clearCommand(ctx)
+	}
+	return nil
+}
+
+// commandActions are the actions that consume coalmine.dev/command.
+var commandActions = map[action]struct{}{
+	actCmdPromote: {}, actCmdAbort: {}, actCmdRetry: {}, actCmdPause: {}, actCmdResume: {}, actCmdRefused: {},
 }
 
 // act runs the decided action. Actions change the status and queue events; only
@@ -186,6 +197,20 @@ func (x *pass) act(ctx context.Context) error {
 		x.promotionFailed()
 	case actFinalise:
 		x.finalise()
+	case actHeld:
+		x.held()
+	case actCmdPromote:
+		x.commandPromote()
+	case actCmdAbort:
+		x.commandAbort()
+	case actCmdRetry:
+		x.commandRetry()
+	case actCmdPause:
+		x.commandPause()
+	case actCmdResume:
+		x.commandResume()
+	case actCmdRefused:
+		x.commandRefused("")
 	default:
 		x.impossible()
 	}

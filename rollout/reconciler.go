@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/alerts"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/hooks"
 	"github.com/coalmine-dev/coalmine/rollout/router"
@@ -54,6 +55,9 @@ type Reconciler struct {
 	Analyzer analysis.Analyzer
 	// Hooks calls the Canaries' webhooks (spec.analysis.webhooks); nil is hooks.HTTP.
 	Hooks hooks.Caller
+	// Alerts sends spec.analysis.alerts to AlertProviders (and the global provider and
+	// event webhook of the command line); nil reads AlertProviders through Client.
+	Alerts *alerts.Notifier
 	// Routers by route kind (v1beta1.RouteKindTrafficRoute, v1beta1.RouteKindMeshHTTPRoute).
 	Routers map[string]router.Router
 	// DefaultRouteKind is used when a Canary has no coalmine.dev/route-kind annotation.

@@ -30,7 +30,7 @@ func (x *pass) rollback(reason string) {
 // analysis): it is not analysed again until a new revision or a revert.
 func (x *pass) refuseFailed() {
 	live := x.revision()
-	if x.status.Phase == v1beta1.PhaseProgressing || x.status.Phase == v1beta1.PhaseWaiting {
+	if x.status.Phase.Analysing() || x.status.Phase == v1beta1.PhaseWaiting {
 		x.event(corev1.EventTypeWarning, ReasonRolledBack, "Rollback", "Revision %s replaced %s but failed before: not analysed again", live, x.status.CanaryRevision)
 	}
 	x.status.CanaryRevision = live

@@ -45,13 +45,33 @@ const (
 	SitRollStuck Situation = "RollStuck"
 	// SitRolled: promotion; the target serves the promoted revision and is ready.
 	SitRolled Situation = "Rolled"
+	// SitHeld: an operator paused the analysis (coalmine pause); nothing advances.
+	SitHeld Situation = "Held"
+	// The operator commands of coalmine.dev/command (coalmine promote, abort, retry, pause,
+	// resume): they come first, after a missing target.
+	SitCommandPromote Situation = "CommandPromote"
+	SitCommandAbort   Situation = "CommandAbort"
+	SitCommandRetry   Situation = "CommandRetry"
+	SitCommandPause   Situation = "CommandPause"
+	SitCommandResume  Situation = "CommandResume"
+	// SitCommandUnknown: the annotation holds no known command.
+	SitCommandUnknown Situation = "CommandUnknown"
 )
+
+var commandSituations = map[string]Situation{
+	v1beta1.CommandPromote: SitCommandPromote,
+	v1beta1.CommandAbort:   SitCommandAbort,
+	v1beta1.CommandRetry:   SitCommandRetry,
+	v1beta1.CommandPause:   SitCommandPause,
+	v1beta1.CommandResume:  SitCommandResume,
+}
 
 // Situations lists every situation, for the table's test.
 var Situations = []Situation{
 	SitTargetMissing, SitStable, SitDrift, SitFailedRevision, SitNewRevision, SitGated,
 	SitCanaryPending, SitCanaryLost, SitCanaryStuck, SitAnalysisWait, SitAnalysisDue,
-	SitRolling, SitRollStuck, SitRolled,
+	SitRolling, SitRollStuck, SitRolled, SitHeld,
+	SitCommandPromote, SitCommandAbort, SitCommandRetry, SitCommandPause, SitCommandResume, SitCommandUnknown,
 }
 
 // observation is what classify needs: plain values gathered by observe.go, so the
@@ -59,6 +79,10 @@ var Situations = []Situation{
 type observation struct {
 	phase v1beta1.CanaryPhase
 	now   time.Time
+	// command is the operator's coalmine.dev/command, "" when none.
+	command string
+	// operatorPaused: an operator paused the analysis (condition Paused).
+	operatorPaused bool
 
 	targetFound bool
 	// live is the revision of the target's template as it is now.
@@ -88,12 +112,18 @@ func classify(o observation) Situation {
 	if !o.targetFound {
 		return SitTargetMissing
 	}
-	analysing := o.phase == v1beta1.PhaseProgressing || o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising
+	if o.command != "" {
+		if s, ok := commandSituations[o.command]; ok {
+			return s
+		}
+		return SitCommandUnknown
+	}
+	analysing := o.phase.Analysing() || o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising
 	switch {
 	case o.live == o.stable:
 		return SitStable
 	case analysing && o.live == o.canary:
-		if o.phase == v1beta1.PhaseProgressing {
+		if o.phase.Analysing() {
 			return classifyCanary(o)
 		}
 		return classifyRoll(o)
@@ -113,7 +143,10 @@ func classifyCanary(o observation) Situation {
 	case o.canaryFailed:
 		return SitCanaryStuck
 	case !o.canaryReady && o.hadTraffic:
+		// Even a paused analysis takes the weight off a canary without ready pods.
 		return SitCanaryLost
+	case o.operatorPaused:
+		return SitHeld
 	case !o.canaryReady && !o.now.Before(o.waitDeadline):
 		return SitCanaryStuck
 	case !o.canaryReady:

@@ -47,52 +47,52 @@ const (
 	// actFinalise shifts traffic back to primary (stepWeightPromotion) -> Finalising, then
 	// records the promotion -> Succeeded.
 	actFinalise action = "Finalise"
+	// actHeld keeps a paused analysis where it is (coalmine pause); the wait is shown in
+	// the Paused condition.
+	actHeld action = "Held"
+	// The operator commands (operator.go): each is carried out once, recorded with who
+	// asked, and the annotation removed.
+	actCmdPromote action = "CommandPromote"
+	actCmdAbort   action = "CommandAbort"
+	actCmdRetry   action = "CommandRetry"
+	actCmdPause   action = "CommandPause"
+	actCmdResume  action = "CommandResume"
+	// actCmdRefused reports a command that does not apply in the phase, and removes it.
+	actCmdRefused action = "CommandRefused"
 	// actImpossible marks a cell that cannot happen: the pass reports it and moves nothing.
 	actImpossible action = "Impossible"
 )
 
+// commandCells are the command columns of a row: refused unless the row says otherwise.
+// resume is always accepted (it only clears a pause).
+func commandCells(row map[Situation]action, accepted ...Situation) map[Situation]action {
+	for _, s := range []Situation{SitCommandPromote, SitCommandAbort, SitCommandRetry, SitCommandPause, SitCommandUnknown} {
+		row[s] = actCmdRefused
+	}
+	row[SitCommandResume] = actCmdResume
+	cmd := map[Situation]action{
+		SitCommandPromote: actCmdPromote, SitCommandAbort: actCmdAbort, SitCommandRetry: actCmdRetry, SitCommandPause: actCmdPause,
+	}
+	for _, s := range accepted {
+		row[s] = cmd[s]
+	}
+	return row
+}
+
 // steadyRow is the row of a phase with no revision in flight (Initialized, Succeeded).
-var steadyRow = map[Situation]action{
+var steadyRow = commandCells(map[Situation]action{
 	SitTargetMissing:  actTargetMissing,
 	SitStable:         actIdle,
 	SitDrift:          actRestamp,
 	SitFailedRevision: actRefuseFailed,
 	SitNewRevision:    actStart,
 	SitGated:          actWait,
-}
+})
 
-// promotionRow is the row of Promoting and Finalising.
-var promotionRow = map[Situation]action{
-	SitTargetMissing:  actTargetMissing,
-	SitStable:         actRevert,
-	SitDrift:          actRevert,
-	SitFailedRevision: actSupersede,
-	SitNewRevision:    actSupersede,
-	SitGated:          actSupersede,
-	SitRolling:        actAwaitRoll,
-	SitRollStuck:      actPromotionFailed,
-	SitRolled:         actFinalise,
-}
-
-// table maps phase x situation to the action. A situation missing from a row cannot
-// happen in that phase (classify only yields the canary and roll situations in
-// Progressing and Promoting/Finalising): decide reports it as actImpossible.
-var table = map[v1beta1.CanaryPhase]map[Situation]action{
-	// Initializing (and a status restored in Terminating without a deletion): whatever
-	// the Deployment looks like, the first step is to record its stable revision.
-	v1beta1.PhaseInitializing: allSituations(actInitialize, SitTargetMissing, actTargetMissing),
-	v1beta1.PhaseTerminating:  allSituations(actInitialize, SitTargetMissing, actTargetMissing),
-	v1beta1.PhaseInitialized:  steadyRow,
-	v1beta1.PhaseSucceeded:    steadyRow,
-	v1beta1.PhaseWaiting: {
-		SitTargetMissing:  actTargetMissing,
-		SitStable:         actRevert,
-		SitDrift:          actRevert,
-		SitFailedRevision: actRefuseFailed,
-		SitNewRevision:    actStart,
-		SitGated:          actWait,
-	},
-	v1beta1.PhaseProgressing: {
+// analysisRow is the row of Progressing and WaitingPromotion (the analysis goes on at
+// the maximum weight while a confirm-promotion gate is closed).
+func analysisRow() map[Situation]action {
+	return commandCells(map[Situation]action{
 		SitTargetMissing:  actTargetMissing,
 		SitStable:         actRevert,
 		SitDrift:          actRevert,
@@ -104,17 +104,53 @@ var table = map[v1beta1.CanaryPhase]map[Situation]action{
 		SitCanaryStuck:    actRollback,
 		SitAnalysisWait:   actAwaitStep,
 		SitAnalysisDue:    actAnalyse,
-	},
-	v1beta1.PhasePromoting:  promotionRow,
-	v1beta1.PhaseFinalising: promotionRow,
-	v1beta1.PhaseFailed: {
+		SitHeld:           actHeld,
+	}, SitCommandPromote, SitCommandAbort, SitCommandPause)
+}
+
+// promotionRow is the row of Promoting and Finalising.
+var promotionRow = commandCells(map[Situation]action{
+	SitTargetMissing:  actTargetMissing,
+	SitStable:         actRevert,
+	SitDrift:          actRevert,
+	SitFailedRevision: actSupersede,
+	SitNewRevision:    actSupersede,
+	SitGated:          actSupersede,
+	SitRolling:        actAwaitRoll,
+	SitRollStuck:      actPromotionFailed,
+	SitRolled:         actFinalise,
+}, SitCommandAbort)
+
+// table maps phase x situation to the action. A situation missing from a row cannot
+// happen in that phase (classify only yields the canary and roll situations in
+// Progressing and Promoting/Finalising): decide reports it as actImpossible.
+var table = map[v1beta1.CanaryPhase]map[Situation]action{
+	// Initializing (and a status restored in Terminating without a deletion): whatever
+	// the Deployment looks like, the first step is to record its stable revision.
+	v1beta1.PhaseInitializing: allSituations(actInitialize, SitTargetMissing, actTargetMissing),
+	v1beta1.PhaseTerminating:  allSituations(actInitialize, SitTargetMissing, actTargetMissing),
+	v1beta1.PhaseInitialized:  steadyRow,
+	v1beta1.PhaseSucceeded:    steadyRow,
+	v1beta1.PhaseWaiting: commandCells(map[Situation]action{
+		SitTargetMissing:  actTargetMissing,
+		SitStable:         actRevert,
+		SitDrift:          actRevert,
+		SitFailedRevision: actRefuseFailed,
+		SitNewRevision:    actStart,
+		SitGated:          actWait,
+	}, SitCommandPromote, SitCommandAbort),
+	v1beta1.PhaseProgressing:      analysisRow(),
+	v1beta1.PhaseWaitingPromotion: analysisRow(),
+	v1beta1.PhasePromoting:        promotionRow,
+	v1beta1.PhaseFinalising:       promotionRow,
+	v1beta1.PhaseFailed: commandCells(map[Situation]action{
 		SitTargetMissing:  actTargetMissing,
 		SitStable:         actRevert,
 		SitDrift:          actRevert,
 		SitFailedRevision: actIdle,
 		SitNewRevision:    actStart,
 		SitGated:          actWait,
-	},
+	}, SitCommandPromote, SitCommandRetry),
 }
 
 func allSituations(a action, except Situation, other action) map[Situation]action {

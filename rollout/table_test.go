@@ -29,24 +29,33 @@ func TestStateTableEveryCell(t *testing.T) {
 		awr = actAwaitRoll
 		pfl = actPromotionFailed
 		fin = actFinalise
+		hld = actHeld
+		cpr = actCmdPromote
+		cab = actCmdAbort
+		crt = actCmdRetry
+		cpa = actCmdPause
+		cre = actCmdResume
+		no  = actCmdRefused
 		imp = actImpossible
 	)
 	// Columns in the order of Situations:
-	// TargetMissing Stable Drift FailedRevision NewRevision Gated CanaryPending CanaryLost
-	// CanaryStuck AnalysisWait AnalysisDue Rolling RollStuck Rolled
+	// TargetMissing Stable Drift FailedRevision NewRevision Gated | CanaryPending CanaryLost
+	// CanaryStuck AnalysisWait AnalysisDue | Rolling RollStuck Rolled | Held | commands:
+	// Promote Abort Retry Pause Resume Unknown
 	want := map[v1beta1.CanaryPhase][]action{
-		v1beta1.PhaseInitializing: {mis, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini},
-		v1beta1.PhaseInitialized:  {mis, idl, stp, ref, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp},
-		v1beta1.PhaseWaiting:      {mis, rev, rev, ref, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp},
-		v1beta1.PhaseProgressing:  {mis, rev, rev, ref, rst, wai, awc, los, rbk, aws, ana, imp, imp, imp},
-		v1beta1.PhasePromoting:    {mis, rev, rev, sup, sup, sup, imp, imp, imp, imp, imp, awr, pfl, fin},
-		v1beta1.PhaseFinalising:   {mis, rev, rev, sup, sup, sup, imp, imp, imp, imp, imp, awr, pfl, fin},
-		v1beta1.PhaseSucceeded:    {mis, idl, stp, ref, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp},
-		v1beta1.PhaseFailed:       {mis, rev, rev, idl, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp},
-		v1beta1.PhaseTerminating:  {mis, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini},
+		v1beta1.PhaseInitializing:     {mis, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini},
+		v1beta1.PhaseInitialized:      {mis, idl, stp, ref, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp, imp, no, no, no, no, cre, no},
+		v1beta1.PhaseWaiting:          {mis, rev, rev, ref, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp, imp, cpr, cab, no, no, cre, no},
+		v1beta1.PhaseProgressing:      {mis, rev, rev, ref, rst, wai, awc, los, rbk, aws, ana, imp, imp, imp, hld, cpr, cab, no, cpa, cre, no},
+		v1beta1.PhaseWaitingPromotion: {mis, rev, rev, ref, rst, wai, awc, los, rbk, aws, ana, imp, imp, imp, hld, cpr, cab, no, cpa, cre, no},
+		v1beta1.PhasePromoting:        {mis, rev, rev, sup, sup, sup, imp, imp, imp, imp, imp, awr, pfl, fin, imp, no, cab, no, no, cre, no},
+		v1beta1.PhaseFinalising:       {mis, rev, rev, sup, sup, sup, imp, imp, imp, imp, imp, awr, pfl, fin, imp, no, cab, no, no, cre, no},
+		v1beta1.PhaseSucceeded:        {mis, idl, stp, ref, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp, imp, no, no, no, no, cre, no},
+		v1beta1.PhaseFailed:           {mis, rev, rev, idl, sta, wai, imp, imp, imp, imp, imp, imp, imp, imp, imp, cpr, no, crt, no, cre, no},
+		v1beta1.PhaseTerminating:      {mis, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini, ini},
 	}
 	phases := []v1beta1.CanaryPhase{
-		v1beta1.PhaseInitializing, v1beta1.PhaseInitialized, v1beta1.PhaseWaiting, v1beta1.PhaseProgressing,
+		v1beta1.PhaseInitializing, v1beta1.PhaseInitialized, v1beta1.PhaseWaiting, v1beta1.PhaseProgressing, v1beta1.PhaseWaitingPromotion,
 		v1beta1.PhasePromoting, v1beta1.PhaseFinalising, v1beta1.PhaseSucceeded, v1beta1.PhaseFailed, v1beta1.PhaseTerminating,
 	}
 	if len(want) != len(phases) {
@@ -77,7 +86,8 @@ func TestStateTableActionsAreHandled(t *testing.T) {
 		actInitialize: true, actIdle: true, actTargetMissing: true, actRestamp: true, actStart: true,
 		actWait: true, actRestart: true, actRefuseFailed: true, actRevert: true, actAwaitCanary: true,
 		actCanaryLost: true, actRollback: true, actAwaitStep: true, actAnalyse: true, actSupersede: true,
-		actAwaitRoll: true, actPromotionFailed: true, actFinalise: true,
+		actAwaitRoll: true, actPromotionFailed: true, actFinalise: true, actHeld: true,
+		actCmdPromote: true, actCmdAbort: true, actCmdRetry: true, actCmdPause: true, actCmdResume: true, actCmdRefused: true,
 	}
 	for p, row := range table {
 		for s, a := range row {
@@ -121,6 +131,12 @@ func TestClassify(t *testing.T) {
 		{"promotion done", with(base(v1beta1.PhasePromoting, "c"), func(o *observation) { o.targetReady = true }), SitRolled},
 		{"a newer revision during promotion", base(v1beta1.PhasePromoting, "n"), SitNewRevision},
 		{"the analysed revision outside an analysis is new", base(v1beta1.PhaseSucceeded, "c"), SitNewRevision},
+		{"WaitingPromotion analyses like Progressing", with(base(v1beta1.PhaseWaitingPromotion, "c"), func(o *observation) { o.canaryReady = true }), SitAnalysisDue},
+		{"an operator's pause holds the analysis", with(base(v1beta1.PhaseProgressing, "c"), func(o *observation) { o.canaryReady = true; o.operatorPaused = true }), SitHeld},
+		{"a paused canary that lost readiness still loses its weight", with(base(v1beta1.PhaseProgressing, "c"), func(o *observation) { o.hadTraffic = true; o.operatorPaused = true; o.waitDeadline = later }), SitCanaryLost},
+		{"a command comes first", with(base(v1beta1.PhaseProgressing, "s"), func(o *observation) { o.command = v1beta1.CommandPromote }), SitCommandPromote},
+		{"an unknown command", with(base(v1beta1.PhaseProgressing, "c"), func(o *observation) { o.command = "yolo" }), SitCommandUnknown},
+		{"no command without a target", observation{command: v1beta1.CommandAbort}, SitTargetMissing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

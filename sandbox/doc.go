@@ -7,7 +7,8 @@
 // apiserver through controller-runtime's envtest (certificates, free ports, an admin user,
 // RBAC enforced), then the controller-manager, the scheduler and kwok with one fake node
 // so Deployments get Ready pods, Kuma's CRDs (v1.8.1, plus a MeshHTTPRoute CRD written
-// from Kuma 2.x's schema) and a Prometheus that scrapes targets added at run time.
+// from Kuma 2.x's schema) and the seed's two Prometheus tiers: a zone Prometheus scraping
+// targets added at run time and remote-writing them to the main one coalmine queries.
 //
 // Every process listens on a free loopback port, so two sandboxes can run at once, and
 // every process is a child in its own process group that dies with its parent.

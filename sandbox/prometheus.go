@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -18,12 +18,14 @@ import (
 )
 
 // PrometheusInterval is the scrape and rule evaluation interval of the sandbox's
-// Prometheus: a series written by a target is queryable a few seconds later.
+// Prometheus servers: a series written by a target is queryable on the zone a few seconds
+// later, and on main after the remote-write lag (see prometheus_tiers.go).
 const PrometheusInterval = time.Second
 
 // prometheusConfig is the part of Prometheus' configuration the sandbox writes.
 type prometheusConfig struct {
 	Global        promGlobal     `json:"global"`
+	RemoteWrite   []remoteWrite  `json:"remote_write,omitempty"`
 	ScrapeConfigs []scrapeConfig `json:"scrape_configs"`
 }
 
@@ -31,6 +33,17 @@ type promGlobal struct {
 	ScrapeInterval     string `json:"scrape_interval"`
 	ScrapeTimeout      string `json:"scrape_timeout"`
 	EvaluationInterval string `json:"evaluation_interval"`
+	// ExternalLabels are added to every series a zone Prometheus remote-writes, as a real
+	// zone's carry zone and cluster.
+	ExternalLabels map[string]string `json:"external_labels,omitempty"`
+}
+
+// remoteWrite is one remote_write entry. Its queue is left at Prometheus' defaults
+// (batches sent every 5 s or 2000 samples): the lag they cause is what a real zone has
+// and what the analysis must live with.
+type remoteWrite struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
 }
 
 type scrapeConfig struct {
@@ -45,7 +58,9 @@ type staticConfig struct {
 	Targets []string `json:"targets"`
 }
 
-func renderPrometheusConfig(targets map[string][]string) ([]byte, error) {
+// newPrometheusConfig is the configuration of a Prometheus scraping targets (job ->
+// host:port) every PrometheusInterval, and nothing else.
+func newPrometheusConfig(targets map[string][]string) prometheusConfig {
 	interval := PrometheusInterval.String()
 	cfg := prometheusConfig{
 		Global:        promGlobal{ScrapeInterval: interval, ScrapeTimeout: interval, EvaluationInterval: interval},
@@ -66,150 +81,141 @@ func renderPrometheusConfig(targets map[string][]string) ([]byte, error) {
 			StaticConfigs:          []staticConfig{{Targets: targets[job]}},
 		})
 	}
-	return yaml.Marshal(cfg)
+	return cfg
 }
 
-func (s *Sandbox) prometheusDir() string { return filepath.Join(s.Dir, "prometheus") }
+// renderPrometheusConfig renders newPrometheusConfig(targets); the main Prometheus runs
+// it with no targets (it only receives remote writes).
+func renderPrometheusConfig(targets map[string][]string) ([]byte, error) {
+	return yaml.Marshal(newPrometheusConfig(targets))
+}
 
-// writePrometheusConfig writes the configuration for the current targets atomically,
-// so a reload never reads half a file. Callers hold promMu.
-func (s *Sandbox) writePrometheusConfig() (string, error) {
-	data, err := renderPrometheusConfig(s.promTargets)
-	if err != nil {
-		return "", fmt.Errorf("render prometheus config: %w", err)
+// promServer is one Prometheus process of the sandbox (main or a zone). It keeps its
+// port and data directory across stop and start, so an outage scenario gets the same URL
+// and the series it had back. Its owner serialises the calls.
+type promServer struct {
+	name   string // prometheus-main, prometheus-<zone>: its log and state directory
+	logDir string
+	bin    string
+	log    io.Writer
+	flags  []string // flags of its role, besides the common ones
+	port   int
+	proc   *process
+}
+
+func newPromServer(s *Sandbox, name string, flags ...string) *promServer {
+	return &promServer{name: name, logDir: s.Dir, bin: s.Binaries.Prometheus, log: s.log, flags: flags}
+}
+
+func (p *promServer) dir() string { return filepath.Join(p.logDir, p.name) }
+
+// url is the server's base URL; it is known before the first start.
+func (p *promServer) url() (string, error) {
+	if p.port == 0 {
+		port, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		p.port = port
 	}
-	path := filepath.Join(s.prometheusDir(), "prometheus.yml")
+	return "http://127.0.0.1:" + strconv.Itoa(p.port), nil
+}
+
+func (p *promServer) running() bool {
+	if p.proc == nil {
+		return false
+	}
+	done, _ := p.proc.exited()
+	return !done
+}
+
+// writeConfig writes the configuration atomically, so a reload never reads half a file.
+func (p *promServer) writeConfig(data []byte) (string, error) {
+	if err := os.MkdirAll(filepath.Join(p.dir(), "data"), 0o755); err != nil {
+		return "", fmt.Errorf("create %s directory: %w", p.name, err)
+	}
+	path := filepath.Join(p.dir(), "prometheus.yml")
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return "", fmt.Errorf("write prometheus config: %w", err)
+		return "", fmt.Errorf("write %s config: %w", p.name, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("write prometheus config: %w", err)
+		return "", fmt.Errorf("write %s config: %w", p.name, err)
 	}
 	return path, nil
 }
 
-// StartPrometheus starts Prometheus, on the port and with the data of the previous run
-// if there was one (the Prometheus-outage scenario stops and starts it again). It
-// returns once Prometheus is ready; starting a running Prometheus does nothing.
-func (s *Sandbox) StartPrometheus(ctx context.Context) error {
-	s.promMu.Lock()
-	defer s.promMu.Unlock()
-	if s.prom != nil {
-		if done, _ := s.prom.exited(); !done {
-			return nil
-		}
+// start starts the server with config and returns once it is ready; starting a running
+// server does nothing.
+func (p *promServer) start(ctx context.Context, config []byte) error {
+	if p.running() {
+		return nil
 	}
-	if s.promPort == 0 {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		s.promPort = port
+	base, err := p.url()
+	if err != nil {
+		return err
 	}
-	if err := os.MkdirAll(filepath.Join(s.prometheusDir(), "data"), 0o755); err != nil {
-		return fmt.Errorf("create prometheus directory: %w", err)
-	}
-	cfgPath, err := s.writePrometheusConfig()
+	cfgPath, err := p.writeConfig(config)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	addr := "127.0.0.1:" + strconv.Itoa(s.promPort)
-	p, err := startProcess("prometheus", s.Dir, s.Binaries.Prometheus,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+filepath.Join(s.prometheusDir(), "data"),
-		"--web.listen-address="+addr,
-		"--web.enable-remote-write-receiver",
+	args := append([]string{
+		"--config.file=" + cfgPath,
+		"--storage.tsdb.path=" + filepath.Join(p.dir(), "data"),
+		"--web.listen-address=127.0.0.1:" + strconv.Itoa(p.port),
 		"--web.enable-lifecycle",
-		// New targets reach the scrape loop after this throttle (default 5s): tests
-		// add targets at run time and wait for them.
-		"--scrape.discovery-reload-interval=500ms",
 		"--log.level=warn",
-	)
+	}, p.flags...)
+	proc, err := startProcess(p.name, p.logDir, p.bin, args...)
 	if err != nil {
 		return err
 	}
-	s.prom = p
-	s.PrometheusURL = "http://" + addr
+	p.proc = proc
 	err = Poll(ctx, 60*time.Second, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
-		if done, err := p.exited(); done {
+		if done, err := proc.exited(); done {
 			return false, err
 		}
-		return httpOK(ctx, http.MethodGet, s.PrometheusURL+"/-/ready")
+		return httpOK(ctx, http.MethodGet, base+"/-/ready")
 	})
 	if err != nil {
-		return fmt.Errorf("wait for prometheus (log: %s): %w", p.logPath, err)
+		return fmt.Errorf("wait for %s (log: %s): %w", p.name, proc.logPath, err)
 	}
-	fmt.Fprintf(s.log, "sandbox: prometheus up in %s at %s\n", time.Since(start).Round(10*time.Millisecond), s.PrometheusURL)
+	fmt.Fprintf(p.log, "sandbox: %s up in %s at %s\n", p.name, time.Since(start).Round(10*time.Millisecond), base)
 	return nil
 }
 
-// StopPrometheus stops Prometheus, keeping its data and port for StartPrometheus.
-func (s *Sandbox) StopPrometheus() error {
-	s.promMu.Lock()
-	defer s.promMu.Unlock()
-	if s.prom == nil {
+// stop stops the server, keeping its data and port.
+func (p *promServer) stop() error {
+	if p.proc == nil {
 		return nil
 	}
 	start := time.Now()
-	err := s.prom.stop(15 * time.Second)
-	s.prom = nil
-	fmt.Fprintf(s.log, "sandbox: prometheus stopped in %s\n", time.Since(start).Round(10*time.Millisecond))
+	err := p.proc.stop(15 * time.Second)
+	p.proc = nil
+	fmt.Fprintf(p.log, "sandbox: %s stopped in %s\n", p.name, time.Since(start).Round(10*time.Millisecond))
 	return err
 }
 
-// AddScrapeTarget makes Prometheus scrape http://<hostport>/metrics every second as
-// job, and waits until the target is up. A target's instance label is hostport. While
-// Prometheus is stopped the target is only recorded; StartPrometheus picks it up.
-func (s *Sandbox) AddScrapeTarget(ctx context.Context, job, hostport string) error {
-	if job == "" || hostport == "" {
-		return errors.New("add scrape target: job and host:port are required")
-	}
-	s.promMu.Lock()
-	if !slices.Contains(s.promTargets[job], hostport) {
-		s.promTargets[job] = append(s.promTargets[job], hostport)
-		sort.Strings(s.promTargets[job])
-	}
-	running, err := s.reloadPrometheus(ctx)
-	s.promMu.Unlock()
-	if err != nil || !running {
-		return err
-	}
-	return s.waitTargetHealth(ctx, job, hostport)
-}
-
-// RemoveScrapeTarget stops scraping hostport in job.
-func (s *Sandbox) RemoveScrapeTarget(ctx context.Context, job, hostport string) error {
-	s.promMu.Lock()
-	defer s.promMu.Unlock()
-	s.promTargets[job] = slices.DeleteFunc(s.promTargets[job], func(t string) bool { return t == hostport })
-	_, err := s.reloadPrometheus(ctx)
-	return err
-}
-
-// reloadPrometheus rewrites the configuration and, when Prometheus runs, has it reload.
-// Callers hold promMu.
-func (s *Sandbox) reloadPrometheus(ctx context.Context) (running bool, err error) {
-	if s.Binaries == nil || s.Binaries.Prometheus == "" || s.PrometheusURL == "" {
-		return false, errors.New("prometheus is not part of this sandbox")
-	}
-	if _, err := s.writePrometheusConfig(); err != nil {
+// reload writes config and, when the server runs, has it reload.
+func (p *promServer) reload(ctx context.Context, config []byte) (running bool, err error) {
+	if _, err := p.writeConfig(config); err != nil {
 		return false, err
 	}
-	if s.prom == nil {
+	if !p.running() {
 		return false, nil
 	}
-	ok, err := httpOK(ctx, http.MethodPost, s.PrometheusURL+"/-/reload")
-	if err != nil || !ok {
-		return true, fmt.Errorf("reload prometheus (log: %s): %v", s.prom.logPath, err)
+	base, _ := p.url()
+	if ok, err := httpOK(ctx, http.MethodPost, base+"/-/reload"); err != nil || !ok {
+		return true, fmt.Errorf("reload %s (log: %s): %w", p.name, p.proc.logPath, err)
 	}
 	return true, nil
 }
 
-// waitTargetHealth waits until Prometheus reports the target up.
-func (s *Sandbox) waitTargetHealth(ctx context.Context, job, hostport string) error {
-	u := s.PrometheusURL + "/api/v1/targets?state=active&scrapePool=" + url.QueryEscape(job)
+// waitTargetHealth waits until the server reports the target up.
+func (p *promServer) waitTargetHealth(ctx context.Context, job, hostport string) error {
+	base, _ := p.url()
+	u := base + "/api/v1/targets?state=active&scrapePool=" + url.QueryEscape(job)
 	return Poll(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -227,7 +233,7 @@ func (s *Sandbox) waitTargetHealth(ctx context.Context, job, hostport string) er
 			} `json:"data"`
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			return false, fmt.Errorf("read prometheus targets: %w", err)
+			return false, fmt.Errorf("read %s targets: %w", p.name, err)
 		}
 		for _, t := range body.Data.ActiveTargets {
 			if t.Labels["job"] != job || t.Labels["instance"] != hostport {
@@ -236,9 +242,9 @@ func (s *Sandbox) waitTargetHealth(ctx context.Context, job, hostport string) er
 			if t.Health == "up" {
 				return true, nil
 			}
-			return false, fmt.Errorf("target %s of job %s is %q: %s", hostport, job, t.Health, t.LastError)
+			return false, fmt.Errorf("target %s of job %s is %q on %s: %s", hostport, job, t.Health, p.name, t.LastError)
 		}
-		return false, fmt.Errorf("target %s of job %s not discovered yet", hostport, job)
+		return false, fmt.Errorf("target %s of job %s not discovered by %s yet", hostport, job, p.name)
 	})
 }
 
@@ -257,3 +263,5 @@ func httpOK(ctx context.Context, method, u string) (bool, error) {
 	}
 	return true, nil
 }
+
+var errNoPrometheus = errors.New("prometheus is not part of this sandbox")

@@ -37,7 +37,8 @@ type Options struct {
 	ControlPlaneOnly bool
 	// CRDDirs are more CRD directories or files to install, e.g. manifests/crd.
 	CRDDirs []string
-	// Prometheus runs Prometheus. Nil: on, unless ControlPlaneOnly.
+	// Prometheus runs the two Prometheus tiers: a zone one scraping (AddScrapeTarget) and
+	// remote-writing to a main one (PrometheusURL). Nil: on, unless ControlPlaneOnly.
 	Prometheus *bool
 	// Binaries to run. Nil: Build them (or reuse the cache), reporting on Log.
 	Binaries *Binaries
@@ -52,8 +53,9 @@ type Sandbox struct {
 	Config *rest.Config
 	// KubeconfigPath is a kubeconfig file of the admin, for kubectl and child processes.
 	KubeconfigPath string
-	// PrometheusURL is Prometheus' base URL, e.g. http://127.0.0.1:40123; empty without
-	// Prometheus.
+	// PrometheusURL is the main Prometheus' base URL, e.g. http://127.0.0.1:40123: what
+	// coalmine's --metrics-server points at. It only receives remote writes from the zone
+	// Prometheus servers (Zone); empty without Prometheus.
 	PrometheusURL string
 	// Dir holds the state and logs of every process.
 	Dir string
@@ -70,10 +72,12 @@ type Sandbox struct {
 	children  []*process // controller-manager, scheduler, kwok, in start order
 	client    client.Client
 
-	promMu      sync.Mutex
-	prom        *process
-	promPort    int
-	promTargets map[string][]string
+	// promMu guards the Prometheus tiers (prometheus_tiers.go): main, the sandbox's own
+	// zone, and every zone including it.
+	promMu   sync.Mutex
+	promMain *promServer
+	zone     *ZonePrometheus
+	zones    []*ZonePrometheus
 
 	stopOnce sync.Once
 	stopErr  error
@@ -81,7 +85,7 @@ type Sandbox struct {
 
 // Start starts a sandbox. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
-	s := &Sandbox{opts: opts, log: opts.Log, promTargets: map[string][]string{}}
+	s := &Sandbox{opts: opts, log: opts.Log}
 	if s.log == nil {
 		s.log = io.Discard
 	}
@@ -337,9 +341,9 @@ func ServiceAccountUser(namespace, name string) (string, []string) {
 }
 
 // Stop stops everything, in an order that lets each part exit at once: kwok, the
-// scheduler and the controller-manager, Prometheus, then the apiserver before etcd
-// (the other way round the apiserver hangs for half a minute). It is safe to call
-// more than once.
+// scheduler and the controller-manager, the zone Prometheus servers, main, then the
+// apiserver before etcd (the other way round the apiserver hangs for half a minute). It
+// is safe to call more than once.
 func (s *Sandbox) Stop() error {
 	s.stopOnce.Do(func() {
 		start := time.Now()
@@ -349,7 +353,7 @@ func (s *Sandbox) Stop() error {
 				errs = append(errs, err)
 			}
 		}
-		if err := s.StopPrometheus(); err != nil {
+		if err := s.stopPrometheusTiers(); err != nil {
 			errs = append(errs, err)
 		}
 		if s.env != nil {

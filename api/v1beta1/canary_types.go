@@ -106,9 +106,13 @@ type CanaryAnalysis struct {
 	// +optional
 	Interval string `json:"interval,omitempty"`
 
-	// Iterations is accepted for Flagger compatibility (blue/green); coalmine rejects it
-	// because the Kuma provider only does weighted canaries.
+	// Iterations selects Flagger's blue/green (no match) or A/B testing (with match): the
+	// number of passed checks before the revision is promoted. Set, it wins over
+	// stepWeight, stepWeights and maxWeight, as in Flagger. Blue/green analyses the canary
+	// on traffic sent straight to <app>-canary (a load tester) while the route keeps 100%
+	// on primary, then switches the route to the canary, checks once more and promotes.
 	// +optional
+	// +kubebuilder:validation:Minimum=0
 	Iterations int `json:"iterations,omitempty"`
 
 	// Threshold is the number of failed checks that triggers a rollback; default 5.
@@ -159,6 +163,14 @@ type CanaryAnalysis struct {
 	// Webhooks are called at rollout hooks, as Flagger does.
 	// +optional
 	Webhooks []CanaryWebhook `json:"webhooks,omitempty"`
+
+	// Match are Flagger's A/B testing conditions (Istio's HTTPMatchRequest): a request
+	// that meets every condition of one entry is routed by the canary weight, all others go
+	// to primary. On Kuma coalmine honours headers (a cookie is the "cookie" header), uri
+	// and method; the other fields are refused. With iterations, the matching requests go
+	// to the canary for the whole analysis (A/B testing).
+	// +optional
+	Match []HTTPMatchRequest `json:"match,omitempty"`
 }
 
 // CanaryMetric is one check of the analysis.
@@ -203,6 +215,63 @@ const (
 	// NoDataSkip ignores an empty or NaN result: neither passed nor failed.
 	NoDataSkip NoDataPolicy = "skip"
 )
+
+// HTTPMatchRequest is Istio's HTTPMatchRequest as Flagger's analysis.match carries it.
+// Coalmine routes on Kuma by headers, uri and method; the other fields are declared so
+// that a Flagger Canary keeps them (the apiserver would prune them), and refused.
+type HTTPMatchRequest struct {
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Uri matches the request path.
+	// +optional
+	Uri *StringMatch `json:"uri,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	Scheme *StringMatch `json:"scheme,omitempty"`
+	// Method matches the HTTP method (exact on MeshHTTPRoute).
+	// +optional
+	Method *StringMatch `json:"method,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	Authority *StringMatch `json:"authority,omitempty"`
+	// Headers match request headers by lower-case name; cookies are the "cookie" header.
+	// +optional
+	Headers map[string]StringMatch `json:"headers,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	Port uint32 `json:"port,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	SourceLabels map[string]string `json:"sourceLabels,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	Gateways []string `json:"gateways,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	QueryParams map[string]StringMatch `json:"queryParams,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	IgnoreUriCase bool `json:"ignoreUriCase,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	WithoutHeaders map[string]StringMatch `json:"withoutHeaders,omitempty"`
+	// Not served on Kuma.
+	// +optional
+	SourceNamespace string `json:"sourceNamespace,omitempty"`
+}
+
+// StringMatch is Istio's string matcher: exactly one of its fields is set. Regex is RE2,
+// matched against the whole value.
+type StringMatch struct {
+	// +optional
+	Exact string `json:"exact,omitempty"`
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+	// +optional
+	Suffix string `json:"suffix,omitempty"`
+	// +optional
+	Regex string `json:"regex,omitempty"`
+}
 
 // CanaryThresholdRange is an accepted value range; either bound may be left open.
 type CanaryThresholdRange struct {
@@ -256,7 +325,7 @@ type CanaryWebhook struct {
 }
 
 // CanaryPhase is where a rollout is; the names are Flagger's.
-// +kubebuilder:validation:Enum="";Initializing;Initialized;Waiting;Progressing;Promoting;Finalising;Succeeded;Failed;Terminating
+// +kubebuilder:validation:Enum="";Initializing;Initialized;Waiting;Progressing;WaitingPromotion;Promoting;Finalising;Succeeded;Failed;Terminating
 type CanaryPhase string
 
 const (
@@ -264,11 +333,14 @@ const (
 	PhaseInitialized  CanaryPhase = "Initialized"
 	PhaseWaiting      CanaryPhase = "Waiting"
 	PhaseProgressing  CanaryPhase = "Progressing"
-	PhasePromoting    CanaryPhase = "Promoting"
-	PhaseFinalising   CanaryPhase = "Finalising"
-	PhaseSucceeded    CanaryPhase = "Succeeded"
-	PhaseFailed       CanaryPhase = "Failed"
-	PhaseTerminating  CanaryPhase = "Terminating"
+	// PhaseWaitingPromotion: the analysis passed at the maximum weight and a
+	// confirm-promotion gate is closed; the analysis goes on (Flagger's phase).
+	PhaseWaitingPromotion CanaryPhase = "WaitingPromotion"
+	PhasePromoting        CanaryPhase = "Promoting"
+	PhaseFinalising       CanaryPhase = "Finalising"
+	PhaseSucceeded        CanaryPhase = "Succeeded"
+	PhaseFailed           CanaryPhase = "Failed"
+	PhaseTerminating      CanaryPhase = "Terminating"
 )
 
 // MetricOutcome is the result of one check.
@@ -319,6 +391,10 @@ type CanaryStatus struct {
 	// Iterations counts analysis rounds of the current revision.
 	// +optional
 	Iterations int `json:"iterations"`
+	// PassedChecks counts the checks of the current revision that passed; blue/green and
+	// A/B testing promote after analysis.iterations of them (Flagger's iterations).
+	// +optional
+	PassedChecks int `json:"passedChecks,omitempty"`
 	// StableRevision is the template revision serving primary traffic.
 	// +optional
 	StableRevision string `json:"stableRevision,omitempty"`

@@ -124,3 +124,47 @@ func (m *CanaryMetric) IntervalOrDefault() time.Duration {
 	}
 	return DefaultMetricInterval
 }
+
+// Strategy is how a revision is analysed, chosen as Flagger chooses it.
+type Strategy string
+
+const (
+	// StrategyCanary shifts a growing weight of all traffic (stepWeight(s) up to maxWeight).
+	StrategyCanary Strategy = "Canary"
+	// StrategyBlueGreen (analysis.iterations, no match): the canary is analysed on traffic
+	// sent straight to <app>-canary while users stay on primary, then the route switches
+	// to the canary for one more check, and the revision is promoted.
+	StrategyBlueGreen Strategy = "BlueGreen"
+	// StrategyABTesting (analysis.iterations and analysis.match): the requests that match
+	// go to the canary for the whole analysis, the others to primary.
+	StrategyABTesting Strategy = "ABTesting"
+)
+
+// Strategy is A/B testing with iterations and match, blue/green with iterations alone,
+// else a weighted canary (Flagger: iterations wins over stepWeight and maxWeight).
+func (c *Canary) Strategy() Strategy {
+	a := c.Spec.Analysis
+	switch {
+	case a == nil || a.Iterations <= 0:
+		return StrategyCanary
+	case len(a.Match) > 0:
+		return StrategyABTesting
+	}
+	return StrategyBlueGreen
+}
+
+// Iterations is analysis.iterations: the passed checks blue/green and A/B testing need.
+func (c *Canary) Iterations() int {
+	if a := c.Spec.Analysis; a != nil && a.Iterations > 0 {
+		return a.Iterations
+	}
+	return 0
+}
+
+// Match is analysis.match, nil when unset.
+func (c *Canary) Match() []HTTPMatchRequest {
+	if a := c.Spec.Analysis; a != nil {
+		return a.Match
+	}
+	return nil
+}

@@ -36,6 +36,14 @@ const (
 	// it wins over the kuma.io/mesh annotation of Kuma 1.x.
 	LabelMesh = "kuma.io/mesh"
 
+	// AnnotationCommand on a Canary is an operator's command (promote, abort, retry, pause,
+	// resume; `coalmine promote` and friends set it). The loop carries it out once and
+	// removes it, so GitOps tools, which never set it, have nothing to revert.
+	AnnotationCommand = "coalmine.dev/command"
+	// AnnotationCommandBy is who set AnnotationCommand, stamped by coalmine's Canary
+	// webhook from the authenticated request (never taken from a user's text).
+	AnnotationCommandBy = "coalmine.dev/command-by"
+
 	// AnnotationRouteKind on a Canary picks TrafficRoute or MeshHTTPRoute.
 	AnnotationRouteKind = "coalmine.dev/route-kind"
 
@@ -70,3 +78,21 @@ const (
 	MetricRequestSuccessRate = "request-success-rate"
 	MetricRequestDuration    = "request-duration"
 )
+
+// Operator commands of AnnotationCommand.
+const (
+	CommandPromote = "promote"
+	CommandAbort   = "abort"
+	CommandRetry   = "retry"
+	CommandPause   = "pause"
+	CommandResume  = "resume"
+)
+
+// Commands lists the operator commands.
+var Commands = []string{CommandPromote, CommandAbort, CommandRetry, CommandPause, CommandResume}
+
+// Analysing reports whether a revision is under analysis in phase p (the canary
+// Deployment runs and carries weight): Progressing, or WaitingPromotion.
+func (p CanaryPhase) Analysing() bool {
+	return p == PhaseProgressing || p == PhaseWaitingPromotion
+}

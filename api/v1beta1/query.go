@@ -18,7 +18,7 @@ const (
 	requestTotalQuery = `sum(
 	rate(
 		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+			envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",{{ if zone }} zone="{{ zone }}",{{ end }}
 		}[{{ interval }}]
 	)
 )`
@@ -26,7 +26,7 @@ const (
 	requestSuccessRateQuery = `sum(
 	rate(
 		envoy_cluster_upstream_rq{
-			envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+			envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",{{ if zone }} zone="{{ zone }}",{{ end }}
 			envoy_response_code!~"5.*"
 		}[{{ interval }}]
 	)
@@ -40,7 +40,7 @@ const (
 	sum(
 		rate(
 			envoy_cluster_upstream_rq_time_bucket{
-				envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+				envoy_cluster_name=~"{{ service }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",{{ if zone }} zone="{{ zone }}",{{ end }}
 			}[{{ interval }}]
 		)
 	) by (le)
@@ -82,6 +82,10 @@ type QueryVars struct {
 	Target    string            // spec.targetRef.name
 	Service   string            // the apex Service name
 	Interval  string            // the metric's interval as a PromQL duration, e.g. 1m
+	// Zone is the value of the zone label a zone Prometheus adds (--zone): with several
+	// zones remote-writing to one main Prometheus, the builtins then count only this
+	// zone's callers. Empty renders the seed's query as it is.
+	Zone string
 	Variables map[string]string // the metric's templateVariables
 }
 
@@ -97,6 +101,7 @@ func ParseQueryTemplate(tmpl string, vars QueryVars, strict bool) (*template.Tem
 		"name":      func() string { return vars.Name },
 		"namespace": func() string { return vars.Namespace },
 		"target":    func() string { return vars.Target },
+		"zone":      func() string { return vars.Zone },
 		"service":   func() string { return vars.Service },
 		"interval":  func() string { return vars.Interval },
 		// {{ variables.key }} parses as a call of variables followed by a field of its

@@ -50,3 +50,28 @@ func TestBuiltinTrafficQueryIsTheSuccessRateDenominator(t *testing.T) {
 		}
 	}
 }
+
+// TestBuiltinsZoneMatcher: with --zone the builtins count only that zone's callers (two
+// zones remote-writing to one main Prometheus, e2e TestPrometheusTiersTwoZonesSameApp);
+// without it they render no zone matcher at all.
+func TestBuiltinsZoneMatcher(t *testing.T) {
+	for _, name := range []string{MetricRequestSuccessRate, MetricRequestDuration} {
+		tmpl, _ := BuiltinQuery(name)
+		vars := QueryVars{Name: "alice", Namespace: "apps", Target: "alice", Service: "alice", Interval: "1m"}
+		plain, err := RenderQuery(tmpl, vars, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plain, "zone") {
+			t.Errorf("%s without a zone mentions one:\n%s", name, plain)
+		}
+		vars.Zone = "zone-a"
+		zoned, err := RenderQuery(tmpl, vars, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(zoned, `zone="zone-a"`); n != strings.Count(zoned, "envoy_cluster_name=~") || n == 0 {
+			t.Errorf("%s: %d zone matchers for %d selectors:\n%s", name, n, strings.Count(zoned, "envoy_cluster_name=~"), zoned)
+		}
+	}
+}

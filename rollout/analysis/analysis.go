@@ -111,6 +111,7 @@ func errorResult(metric, message string) Result {
 // prepare resolves a metric's query (its MetricTemplate or a builtin) and renders it.
 func (p *Prometheus) prepare(ctx context.Context, c *v1beta1.Canary, m *v1beta1.CanaryMetric) (check, error) {
 	vars := VarsFor(c, m)
+	vars.Zone = p.defaults.Zone
 	if m.TemplateRef != nil {
 		mt, ep, err := p.template(ctx, c, m.TemplateRef)
 		if err != nil {

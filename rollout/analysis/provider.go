@@ -38,6 +38,8 @@ type ProviderConfig struct {
 	InsecureSkipVerify bool
 	// Timeout of one query; default 10s.
 	Timeout time.Duration
+	// Zone is what the builtins' {{ zone }} renders (the default provider only: --zone).
+	Zone string
 }
 
 // DefaultQueryTimeout bounds a query whose provider sets no timeout.

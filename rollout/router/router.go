@@ -19,6 +19,9 @@ type Target struct {
 	Port                  int32  // Service port (not targetPort): the kuma.io/service tag uses it
 	Mesh                  string
 	CanaryName            string // the Canary object name, for labels
+	// Match restricts the canary weight to the requests that match one of its entries
+	// (A/B testing); the others go to primary. Nil: the weight applies to every request.
+	Match []Match
 }
 
 // Router writes the route that splits a Target's traffic. Only a route carrying coalmine's

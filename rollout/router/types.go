@@ -66,6 +66,36 @@ type TrafficRouteConf struct {
 	Split []TrafficRouteSplit `json:"split,omitempty"`
 	// +optional
 	Destination map[string]string `json:"destination,omitempty"`
+	// HTTP routes the requests that match, in order, before split applies (A/B testing).
+	// +optional
+	HTTP []TrafficRouteHTTP `json:"http,omitempty"`
+}
+
+// TrafficRouteHTTP sends the HTTP requests that match to a weighted split.
+type TrafficRouteHTTP struct {
+	Match TrafficRouteHTTPMatch `json:"match"`
+	Split []TrafficRouteSplit   `json:"split"`
+}
+
+// TrafficRouteHTTPMatch is Kuma 1.x's conf.http[].match: every condition set must hold.
+type TrafficRouteHTTPMatch struct {
+	// +optional
+	Method *KumaStringMatcher `json:"method,omitempty"`
+	// +optional
+	Path *KumaStringMatcher `json:"path,omitempty"`
+	// +optional
+	Headers map[string]KumaStringMatcher `json:"headers,omitempty"`
+}
+
+// KumaStringMatcher is TrafficRoute's string matcher: one of prefix, exact, regex (RE2,
+// whole value).
+type KumaStringMatcher struct {
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+	// +optional
+	Exact string `json:"exact,omitempty"`
+	// +optional
+	Regex string `json:"regex,omitempty"`
 }
 
 // TrafficRouteSplit is one weighted destination. Kuma requires the weight to be present,
@@ -123,10 +153,23 @@ type MeshHTTPRouteRule struct {
 	Default RuleConf         `json:"default"`
 }
 
-// HTTPRouteMatch selects requests; coalmine only uses a path prefix.
+// HTTPRouteMatch selects requests: a path, and for A/B testing a method and headers.
 type HTTPRouteMatch struct {
 	// +optional
 	Path *PathMatch `json:"path,omitempty"`
+	// +optional
+	Method string `json:"method,omitempty"`
+	// +optional
+	Headers []HTTPHeaderMatch `json:"headers,omitempty"`
+}
+
+// HTTPHeaderMatch is a MeshHTTPRoute header condition: Exact, Prefix, RegularExpression
+// (RE2, whole value) or Present.
+type HTTPHeaderMatch struct {
+	Type string `json:"type"`
+	Name string `json:"name"`
+	// +optional
+	Value string `json:"value,omitempty"`
 }
 
 // PathMatch matches the request path.

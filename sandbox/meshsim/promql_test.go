@@ -73,7 +73,7 @@ func TestSeedPromQL(t *testing.T) {
 
 func evalScalar(t *testing.T, engine *promql.Engine, db storage.Queryable, tmpl string, at time.Time) float64 {
 	t.Helper()
-	q := strings.NewReplacer("{{ target }}", "alice", "{{ service }}", "alice", "{{ namespace }}", ns, "{{ interval }}", "1m").Replace(tmpl)
+	q := strings.NewReplacer(`{{ if zone }} zone="{{ zone }}",{{ end }}`, "", "{{ target }}", "alice", "{{ service }}", "alice", "{{ namespace }}", ns, "{{ interval }}", "1m").Replace(tmpl)
 	qry, err := engine.NewInstantQuery(context.Background(), db, nil, q, at)
 	if err != nil {
 		t.Fatalf("query %s: %v", q, err)

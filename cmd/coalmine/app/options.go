@@ -6,12 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"time"
 
 	"k8s.io/client-go/rest"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/alerts"
 )
 
 // Certificate modes of --cert-mode.
@@ -62,6 +64,25 @@ type Options struct {
 
 	// SyncPeriod bounds how stale the cache may get; the analysis interval drives requeues.
 	SyncPeriod time.Duration
+
+	// Alerting, as Flagger's command line: the global provider receives the alerts of
+	// Canaries without spec.analysis.alerts (MS Teams when its URL is set, else Slack),
+	// EventWebhook every Event of Canaries without an event webhook. Each defaults to
+	// Flagger's environment variable (SLACK_URL, MSTEAMS_URL, EVENT_WEBHOOK_URL, ...), so
+	// the URLs can come from a Secret.
+	SlackURL        string
+	SlackToken      string
+	SlackProxyURL   string
+	SlackUser       string
+	SlackChannel    string
+	MSTeamsURL      string
+	MSTeamsProxyURL string
+	EventWebhook    string
+	// Zone is the zone label value the builtin queries match (multi-zone, one main
+	// Prometheus fed by each zone's); empty matches any.
+	Zone string
+	// ClusterName is the first field of every alert, when set.
+	ClusterName string
 }
 
 // BindFlags registers the command-line flags of o on fs, with their defaults.
@@ -84,6 +105,29 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 200, "Client QPS towards the apiserver; raised from client-go's 5 so hundreds of canaries never throttle.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 400, "Client burst towards the apiserver.")
 	fs.DurationVar(&o.SyncPeriod, "sync-period", 10*time.Hour, "Full resync period of the informer cache.")
+	fs.StringVar(&o.SlackURL, "slack-url", os.Getenv("SLACK_URL"), "Slack incoming-webhook URL of the global alert provider (Canaries without spec.analysis.alerts); defaults to $SLACK_URL.")
+	fs.StringVar(&o.SlackToken, "slack-token", os.Getenv("SLACK_TOKEN"), "Slack bot token sent as a bearer token; defaults to $SLACK_TOKEN.")
+	fs.StringVar(&o.SlackProxyURL, "slack-proxy-url", os.Getenv("SLACK_PROXY_URL"), "HTTP(S) proxy for Slack; defaults to $SLACK_PROXY_URL.")
+	fs.StringVar(&o.SlackUser, "slack-user", alerts.DefaultUsername, "Slack user name of the global alert provider.")
+	fs.StringVar(&o.SlackChannel, "slack-channel", "", "Slack channel of the global alert provider; empty = "+alerts.DefaultChannel+".")
+	fs.StringVar(&o.MSTeamsURL, "msteams-url", os.Getenv("MSTEAMS_URL"), "MS Teams incoming-webhook URL of the global alert provider (wins over --slack-url); defaults to $MSTEAMS_URL.")
+	fs.StringVar(&o.MSTeamsProxyURL, "msteams-proxy-url", os.Getenv("MSTEAMS_PROXY_URL"), "HTTP(S) proxy for MS Teams; defaults to $MSTEAMS_PROXY_URL.")
+	fs.StringVar(&o.EventWebhook, "event-webhook", os.Getenv("EVENT_WEBHOOK_URL"), "URL receiving every Canary Event as an event webhook (Canaries without one of their own); defaults to $EVENT_WEBHOOK_URL.")
+	fs.StringVar(&o.Zone, "zone", "", "Zone label value the builtin metrics match, when zone Prometheus servers remote-write to one main Prometheus (e.g. the Kuma zone name).")
+	fs.StringVar(&o.ClusterName, "cluster-name", "", "Cluster name added to every alert.")
+}
+
+// GlobalAlertProvider is the provider of --msteams-url, else of --slack-url; nil without
+// either.
+func (o *Options) GlobalAlertProvider() *alerts.Provider {
+	switch {
+	case o.MSTeamsURL != "":
+		return &alerts.Provider{Type: v1beta1.AlertProviderMSTeams, Address: o.MSTeamsURL, Proxy: o.MSTeamsProxyURL}
+	case o.SlackURL != "":
+		return &alerts.Provider{Type: v1beta1.AlertProviderSlack, Address: o.SlackURL, Token: o.SlackToken,
+			Proxy: o.SlackProxyURL, Username: o.SlackUser, Channel: o.SlackChannel}
+	}
+	return nil
 }
 
 // Validate reports every invalid option at once, naming the flag and the fix.
@@ -122,6 +166,21 @@ func (o *Options) Validate() error {
 		}
 		if _, err := os.Stat(path); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q cannot be read: %w", flagName, path, err))
+		}
+	}
+	for flagName, u := range map[string]string{
+		"--slack-url":         o.SlackURL,
+		"--slack-proxy-url":   o.SlackProxyURL,
+		"--msteams-url":       o.MSTeamsURL,
+		"--msteams-proxy-url": o.MSTeamsProxyURL,
+		"--event-webhook":     o.EventWebhook,
+	} {
+		if u == "" {
+			continue
+		}
+		// The value may be a credential (webhook URLs are): never echo it.
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			errs = append(errs, fmt.Errorf("%s is not an http(s) URL: give e.g. https://hooks.example.com/...", flagName))
 		}
 	}
 	if o.KubeAPIQPS <= 0 || o.KubeAPIBurst <= 0 {

@@ -29,6 +29,7 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/certs"
 	"github.com/coalmine-dev/coalmine/rollout"
+	"github.com/coalmine-dev/coalmine/rollout/alerts"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/router"
 	"github.com/coalmine-dev/coalmine/webhook"
@@ -149,6 +150,7 @@ func Run(ctx context.Context, o Options) error {
 			Address:         o.MetricsServer,
 			CAFile:          o.MetricsServerCAFile,
 			BearerTokenFile: o.MetricsServerTokenFile,
+			Zone:            o.Zone,
 		}),
 		Routers: map[string]router.Router{
 			v1beta1.RouteKindTrafficRoute:  router.NewTrafficRouteRouter(meshClient),
@@ -156,6 +158,10 @@ func Run(ctx context.Context, o Options) error {
 		},
 		DefaultRouteKind: o.RouteKind,
 		RemoteRouteKinds: remoteRoutes,
+		Alerts: &alerts.Notifier{
+			Client: mgr.GetClient(), Global: o.GlobalAlertProvider(),
+			ClusterName: o.ClusterName, EventWebhook: o.EventWebhook,
+		},
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up progression loop: %w", err)

@@ -133,7 +133,8 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 			_ = sb.Stop()
 		}
 	}()
-	say("   sandbox up in %.1fs: kube-apiserver, etcd, controller-manager, scheduler, kwok, Prometheus %s", time.Since(t0).Seconds(), sb.PrometheusURL)
+	say("   sandbox up in %.1fs: kube-apiserver, etcd, controller-manager, scheduler, kwok,", time.Since(t0).Seconds())
+	say("   zone Prometheus %s (zone %s) remote-writing to main Prometheus %s", sb.Zone().URL(), sb.Zone().Zone, sb.PrometheusURL)
 
 	port, err := FreePort()
 	if err != nil {
@@ -165,7 +166,8 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	if err := sb.AddScrapeTarget(ctx, "mesh-callers", sim.Addr()); err != nil {
 		return out, fmt.Errorf("scrape the simulator: %w", err)
 	}
-	say("   mesh traffic simulator plays the Envoy callers of %s; Prometheus scrapes it every second", AppName)
+	say("   mesh traffic simulator plays the Envoy callers of %s; the zone Prometheus scrapes it every", AppName)
+	say("   second, coalmine queries only main (--metrics-server=%s), as the seed's Flagger did", sb.PrometheusURL)
 
 	if err := ApplyDeployment(ctx, c, Release{Image: "ghcr.example/alice:1.0.0"}); err != nil {
 		return out, err

@@ -94,7 +94,7 @@ func StartCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mu
 		CertMode:               app.CertModeSelfManaged,
 		CertIPs:                []string{"127.0.0.1"},
 		Namespace:              Namespace,
-		MetricsServer:          sb.PrometheusURL,
+		MetricsServer:          sb.PrometheusURL, // main only, as the seed: zone series arrive by remote write
 		RouteKind:              "TrafficRoute",
 		KubeAPIQPS:             200,
 		KubeAPIBurst:           400,
