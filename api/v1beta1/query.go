@@ -77,15 +77,15 @@ func BuiltinTrafficQuery(name string) (string, bool) {
 //
 // +kubebuilder:object:generate=false
 type QueryVars struct {
-	Name      string            // the Canary's name
-	Namespace string            // the Canary's namespace
-	Target    string            // spec.targetRef.name
-	Service   string            // the apex Service name
-	Interval  string            // the metric's interval as a PromQL duration, e.g. 1m
+	Name      string // the Canary's name
+	Namespace string // the Canary's namespace
+	Target    string // spec.targetRef.name
+	Service   string // the apex Service name
+	Interval  string // the metric's interval as a PromQL duration, e.g. 1m
 	// Zone is the value of the zone label a zone Prometheus adds (--zone): with several
 	// zones remote-writing to one main Prometheus, the builtins then count only this
 	// zone's callers. Empty renders the seed's query as it is.
-	Zone string
+	Zone      string
 	Variables map[string]string // the metric's templateVariables
 }
 
