@@ -69,8 +69,43 @@ func (x *pass) transition(p v1beta1.CanaryPhase, message string) {
 	}
 }
 
-// setReady sets Ready from what the pass found: stopped, degraded, or all in place.
+// Conditions kstatus (and so Flux's health checks and `wait: true`) reads.
+const (
+	// ConditionReconciling is True while a revision is in flight (analysed, waiting for a
+	// gate, promoted): kstatus InProgress.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True after a rollback: kstatus Failed, with coalmine's reason.
+	ConditionStalled = "Stalled"
+)
+
+// setHealth sets Reconciling and Stalled from the phase, so kstatus computes InProgress
+// while a revision is analysed or promoted, Current once it is promoted (or the Canary is
+// initialized), and Failed after a rollback, with the rollback's reason. Before this a
+// rolled-back Canary read as Current ("Resource is Ready"): Flux called a failed release
+// healthy.
+func (x *pass) setHealth() {
+	p := x.status.Phase
+	switch p {
+	case v1beta1.PhaseInitialized, v1beta1.PhaseSucceeded, v1beta1.PhaseFailed:
+		x.setCondition(ConditionReconciling, metav1.ConditionFalse, string(p), x.status.Message)
+	default:
+		reason := string(p)
+		if reason == "" {
+			reason = string(v1beta1.PhaseInitializing)
+		}
+		x.setCondition(ConditionReconciling, metav1.ConditionTrue, reason, x.status.Message)
+	}
+	if p == v1beta1.PhaseFailed {
+		x.setCondition(ConditionStalled, metav1.ConditionTrue, "RolledBack", x.status.Message)
+	} else {
+		x.setCondition(ConditionStalled, metav1.ConditionFalse, string(p), "no revision is rolled back")
+	}
+}
+
+// setReady sets Ready from what the pass found: stopped, degraded, or all in place; and
+// the kstatus conditions (setHealth).
 func (x *pass) setReady() {
+	x.setHealth()
 	switch {
 	case x.notReady != nil:
 		x.setCondition(conditionReady, metav1.ConditionFalse, x.notReady.reason, x.notReady.message)
