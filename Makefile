@@ -8,23 +8,27 @@ ARGS ?=
 # helm renders the chart in tests; built once from its tools module, cached with the sandbox.
 HELM ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coalmine/sandbox/helm-v3.22.0/helm
 
-.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm bench lint help
+.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm bench chaos lint help
 
 all: build
 
 help:
 	@echo "make demo       run the seed story on a local sandbox (first run builds it: ~10-15 min)"
 	@echo "make test       lint, generated-file check, unit tests and e2e scenarios on the sandbox"
-	@echo "make build      build bin/coalmine"
+	@echo "make build      build bin/coalmine and the kubectl plugin bin/kubectl-coalmine"
 	@echo "make manifests  regenerate deepcopy, CRDs and RBAC from the API markers"
 	@echo "make sandbox    build (or reuse) the sandbox binaries"
 	@echo "make bench      run the benchmarks (they report, never fail on timing)"
+	@echo "make chaos      the full chaos run: coalmine SIGKILLed, outages, an observer judging I1-I5 (CHAOS_SEED=n replays)"
 	@echo "make lint       gofmt + go vet"
 
 # The product binary leaves `coalmine demo` out: the demo links the sandbox (envtest,
 # kwok, build tooling). `make demo` builds with -tags demo.
+# bin/kubectl-coalmine is the kubectl plugin (`kubectl coalmine status|promote|...`): the
+# operator commands of `coalmine status|promote|...` without the controller. Put it on PATH.
 build:
 	$(GO) build -o bin/coalmine ./cmd/coalmine
+	$(GO) build -o bin/kubectl-coalmine ./cmd/kubectl-coalmine
 
 manifests:
 	$(CONTROLLER_GEN) object paths=./api/...
@@ -68,3 +72,9 @@ demo:
 bench: sandbox
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./webhook/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+
+# The test binary runs directly so its progress streams and its summary line
+# (chaos: rollouts=N kills=K outages=O violations=V) is the last thing printed.
+chaos: sandbox
+	$(GO) test -c -o bin/chaos.test ./e2e/chaos
+	COALMINE_CHAOS_FULL=1 ./bin/chaos.test -test.run '^TestChaos$$' -test.count=1 -test.timeout 60m

@@ -167,7 +167,10 @@ func (e *rolloutEnvironment) up() error {
 	if err := sb.AddScrapeTarget(ctx, simulatorJob, sim.Addr()); err != nil {
 		return fmt.Errorf("scrape the mesh simulator: %w", err)
 	}
-	if e.coalmine, err = demo.StartCoalmine(e.ctx, sb, e.port, nil); err != nil {
+	if e.coalmine, err = demo.StartCoalmine(e.ctx, sb, e.port, withObservability); err != nil {
+		return err
+	}
+	if err := scrapeCoalmine(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "e2e: coalmine (webhooks on 127.0.0.1:%d) and the mesh simulator (%s) up in %s\n",
@@ -241,7 +244,7 @@ func (e *rolloutEnvironment) startCoalmine(t *testing.T) {
 		return
 	}
 	start := time.Now()
-	in, err := demo.StartCoalmine(e.ctx, sb, e.port, nil)
+	in, err := demo.StartCoalmine(e.ctx, sb, e.port, withObservability)
 	if err != nil {
 		t.Fatalf("start coalmine: %v", err)
 	}
@@ -284,6 +287,9 @@ type scenario struct {
 	routesLabel string
 	canaryAnn   map[string]string
 	webhooks    []any
+	// dumpDir receives the TrafficRoute versions for Kuma's validator; "" is the
+	// environment's.
+	dumpDir string
 
 	canary *canaryRecorder
 	route  *routeRecorder
@@ -383,7 +389,11 @@ func (s *scenario) recordRoute(c client.WithWatch, label string) *routeRecorder 
 	if s.routeKind == coalminev1beta1.RouteKindMeshHTTPRoute {
 		return recordRoute(s.t, s.ctx, c, meshHTTPRouteGVK, s.ns, router.MeshHTTPRouteName(appName), s.ns, "", "")
 	}
-	return recordRoute(s.t, s.ctx, c, trafficRouteGVK, "", appName+"."+s.ns, s.ns, label, s.env.dumpDir)
+	dump := s.env.dumpDir
+	if s.dumpDir != "" {
+		dump = s.dumpDir
+	}
+	return recordRoute(s.t, s.ctx, c, trafficRouteGVK, "", appName+"."+s.ns, s.ns, label, dump)
 }
 
 // ship server-side applies a new release of alice, as Flux would, and checks that the
@@ -747,13 +757,21 @@ func (r *routeRecorder) seen() int {
 }
 
 // canaryWeightOf reads the percentage of a TrafficRoute's or MeshHTTPRoute's traffic that
-// goes to the canary tag.
+// goes to the canary tag: of the split that gives it the most (conf.split or a conf.http
+// entry; one rule of a MeshHTTPRoute), so that an A/B route's weight is the matching
+// requests'.
 func canaryWeightOf(u *unstructured.Unstructured, canaryTag string) (int, error) {
-	var entries []any
+	var splits [][]any
 	var nameKey []string
 	switch u.GetKind() {
 	case trafficRouteGVK.Kind:
-		entries, _, _ = unstructured.NestedSlice(u.Object, "spec", "conf", "split")
+		split, _, _ := unstructured.NestedSlice(u.Object, "spec", "conf", "split")
+		splits = append(splits, split)
+		httpEntries, _, _ := unstructured.NestedSlice(u.Object, "spec", "conf", "http")
+		for _, h := range httpEntries {
+			hs, _, _ := unstructured.NestedSlice(h.(map[string]any), "split")
+			splits = append(splits, hs)
+		}
 		nameKey = []string{"destination", "kuma.io/service"}
 	case meshHTTPRouteGVK.Kind:
 		to, _, _ := unstructured.NestedSlice(u.Object, "spec", "to")
@@ -761,32 +779,38 @@ func canaryWeightOf(u *unstructured.Unstructured, canaryTag string) (int, error)
 			rules, _, _ := unstructured.NestedSlice(t.(map[string]any), "rules")
 			for _, rule := range rules {
 				refs, _, _ := unstructured.NestedSlice(rule.(map[string]any), "default", "backendRefs")
-				entries = append(entries, refs...)
+				splits = append(splits, refs)
 			}
 		}
 		nameKey = []string{"name"}
 	default:
 		return 0, fmt.Errorf("unexpected kind %s", u.GetKind())
 	}
-	var canary, total int64
-	for _, e := range entries {
-		m, ok := e.(map[string]any)
-		if !ok {
-			return 0, fmt.Errorf("split entry %v is not an object", e)
+	best, weighted := 0, false
+	for _, entries := range splits {
+		var canary, total int64
+		for _, e := range entries {
+			m, ok := e.(map[string]any)
+			if !ok {
+				return 0, fmt.Errorf("split entry %v is not an object", e)
+			}
+			w, ok, err := unstructured.NestedInt64(m, "weight")
+			if err != nil || !ok {
+				return 0, fmt.Errorf("split entry %v has no integer weight", e)
+			}
+			total += w
+			if tag, _, _ := unstructured.NestedString(m, nameKey...); tag == canaryTag {
+				canary += w
+			}
 		}
-		w, ok, err := unstructured.NestedInt64(m, "weight")
-		if err != nil || !ok {
-			return 0, fmt.Errorf("split entry %v has no integer weight", e)
-		}
-		total += w
-		if tag, _, _ := unstructured.NestedString(m, nameKey...); tag == canaryTag {
-			canary += w
+		if total > 0 {
+			best, weighted = max(best, int(canary*100/total)), true
 		}
 	}
-	if total == 0 {
+	if !weighted {
 		return 0, errors.New("route has no weight")
 	}
-	return int(canary * 100 / total), nil
+	return best, nil
 }
 
 // watchNamed lists, then watches the object called name (in ns when namespaced) of list's

@@ -22,8 +22,25 @@ var WebhookSandboxKustomization []byte
 //go:embed rbac/role.yaml
 var RBAC []byte
 
+// OperatorRole is rbac/operator.yaml: the ClusterRole coalmine-operator people are bound
+// to for the operator commands (coalmine status, promote, abort, retry, pause, resume).
+//
+//go:embed rbac/operator.yaml
+var OperatorRole []byte
+
 // RBACBindings is kustomize/base/rbac.yaml: the ServiceAccount coalmine runs as, the
 // bindings of the generated roles and the leader-election Role.
 //
 //go:embed kustomize/base/rbac.yaml
 var RBACBindings []byte
+
+// GrafanaDashboard is dashboards/coalmine.json: the Grafana dashboard of one Canary.
+//
+//go:embed dashboards/coalmine.json
+var GrafanaDashboard []byte
+
+// AlertRules is alerts/coalmine.rules.yaml: the Prometheus alerting rules, in the
+// rule-file format.
+//
+//go:embed alerts/coalmine.rules.yaml
+var AlertRules []byte

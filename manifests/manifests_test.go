@@ -44,7 +44,7 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
 
-var updateChart = flag.Bool("update-chart", false, "copy manifests/crd, rbac/role.yaml and webhook/base/webhooks.yaml into the Helm chart")
+var updateChart = flag.Bool("update-chart", false, "copy manifests/crd, rbac/role.yaml, rbac/operator.yaml and webhook/base/webhooks.yaml into the Helm chart")
 
 const (
 	ownNamespace = "coalmine-system"
@@ -60,7 +60,7 @@ var knownFlags = []string{
 	"metrics-server", "metrics-server-ca-file", "metrics-server-token-file", "mesh-kubeconfig",
 	"route-kind", "kube-api-qps", "kube-api-burst", "sync-period",
 	"slack-url", "slack-token", "slack-proxy-url", "slack-user", "slack-channel", "msteams-url",
-	"msteams-proxy-url", "event-webhook", "cluster-name",
+	"msteams-proxy-url", "event-webhook", "cluster-name", "web-address",
 }
 
 // ---------------------------------------------------------------------------
@@ -593,6 +593,7 @@ func TestChartCopies(t *testing.T) {
 	pairs := map[string]string{ // source -> copy
 		"rbac/role.yaml":             chartDir + "/files/role.yaml",
 		"webhook/base/webhooks.yaml": chartDir + "/files/webhooks.yaml",
+		"rbac/operator.yaml":         chartDir + "/files/operator.yaml",
 	}
 	for _, c := range crds {
 		pairs[c] = chartDir + "/crds/" + filepath.Base(c)

@@ -35,7 +35,10 @@ func (x *pass) analyse(ctx context.Context) {
 			x.failedCheck(failed)
 			return
 		}
-		x.step(firstStep(c.Steps()), "canary ready")
+		if c.Strategy() == v1beta1.StrategyCanary && x.trafficIncreaseHeld(ctx, firstStep(c.Steps())) {
+			return
+		}
+		x.begin("canary ready")
 		return
 	}
 	if name := x.rollbackRequested(ctx); name != "" {
@@ -69,12 +72,19 @@ func (x *pass) analyse(ctx context.Context) {
 		x.failedCheck(failed)
 		return
 	}
+	x.status.PassedChecks++
 	why := "all checks passed"
 	if len(passed) > 0 {
 		why = "passed: " + strings.Join(passed, ", ")
 	}
-	next := nextStep(c.Steps(), x.status.CanaryWeight)
-	if next >= 0 {
+	if c.Strategy() != v1beta1.StrategyCanary {
+		if !x.iterationsDone(why) {
+			return
+		}
+	} else if next := nextStep(c.Steps(), x.status.CanaryWeight); next >= 0 {
+		if x.trafficIncreaseHeld(ctx, next) {
+			return
+		}
 		x.step(next, why)
 		return
 	}
@@ -85,12 +95,115 @@ func (x *pass) analyse(ctx context.Context) {
 		if !strings.Contains(x.canary.Status.Message, waiting) {
 			x.event(corev1.EventTypeNormal, ReasonWaiting, "Promote", "Halt: revision %s passed the analysis; %s: %s", x.status.CanaryRevision, waiting, closed)
 		}
-		x.transition(v1beta1.PhaseWaitingPromotion, fmt.Sprintf("revision %s passed the analysis at the maximum weight %d%%; %s: %s",
-			x.status.CanaryRevision, x.status.CanaryWeight, waiting, closed))
+		x.transition(v1beta1.PhaseWaitingPromotion, fmt.Sprintf("revision %s passed the analysis %s; %s: %s",
+			x.status.CanaryRevision, x.passedAt(), waiting, closed))
 		x.requeueAfter(c.AnalysisInterval())
 		return
 	}
-	x.startPromotion(fmt.Sprintf("analysis passed at the maximum weight %d%% (%s)", x.status.CanaryWeight, why))
+	if c.Strategy() == v1beta1.StrategyBlueGreen && x.status.CanaryWeight != 100 {
+		x.switchToCanary(why)
+		return
+	}
+	x.startPromotion(fmt.Sprintf("analysis passed %s (%s)", x.passedAt(), why))
+}
+
+// begin starts the analysis once the canary is ready and the pre-rollout hooks passed:
+// the first weight step; for blue/green no weight at all (the canary is analysed on
+// traffic sent straight to it, users stay on primary); for A/B testing the requests that
+// match analysis.match.
+func (x *pass) begin(why string) {
+	c := x.canary
+	switch c.Strategy() {
+	case v1beta1.StrategyBlueGreen:
+		x.iterate(0, why)
+	case v1beta1.StrategyABTesting:
+		x.iterate(100, why)
+	default:
+		x.step(firstStep(c.Steps()), why)
+	}
+}
+
+// iterationsDone advances blue/green and A/B testing after a passed check (Flagger's
+// runBlueGreen and runAB): the next iteration until analysis.iterations checks passed,
+// then done. Done, A/B testing is promoted and blue/green switches all traffic to the
+// canary (switchToCanary), both behind the confirm-promotion gate.
+func (x *pass) iterationsDone(why string) bool {
+	if x.status.PassedChecks >= x.canary.Iterations() {
+		return true
+	}
+	w := 0
+	if x.canary.Strategy() == v1beta1.StrategyABTesting {
+		w = 100 // also after a canary that lost readiness came back
+	}
+	x.iterate(w, why)
+	return false
+}
+
+// switchToCanary is blue/green's switch, after its iterations passed and the
+// confirm-promotion gate opened: all traffic to the canary, one more check there, then
+// the promotion.
+func (x *pass) switchToCanary(why string) {
+	c := x.canary
+	x.status.CanaryWeight = 100
+	x.status.LastStepTime = x.stamp()
+	x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s %s", x.status.CanaryRevision, x.position()))
+	x.event(corev1.EventTypeNormal, ReasonAdvance, "Advance", "Routing all traffic to canary: %d of %d iterations passed (%s)",
+		x.status.PassedChecks, c.Iterations(), why)
+	x.requeueAfter(c.AnalysisInterval())
+}
+
+// iterate records one blue/green or A/B iteration at weight w (0: users stay on primary;
+// 100 under analysis.match: the matching requests go to the canary).
+func (x *pass) iterate(w int, why string) {
+	c := x.canary
+	first := x.status.LastStepTime == nil
+	x.status.CanaryWeight = w
+	x.status.LastStepTime = x.stamp()
+	x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s %s", x.status.CanaryRevision, x.position()))
+	switch {
+	case first && w == 0:
+		x.event(corev1.EventTypeNormal, ReasonAdvance, "Advance", "Starting blue/green analysis (%s): %d iterations on traffic sent straight to %s, all users on %s",
+			why, c.Iterations(), x.rt.Canary, x.rt.Primary)
+	case first:
+		x.event(corev1.EventTypeNormal, ReasonAdvance, "Advance", "Starting A/B testing (%s): %d iterations, requests matching analysis.match to %s, the others to %s",
+			why, c.Iterations(), x.rt.Canary, x.rt.Primary)
+	default:
+		x.event(corev1.EventTypeNormal, ReasonAdvance, "Advance", "Advance canary iteration %d/%d (%s)", x.status.PassedChecks, c.Iterations(), why)
+	}
+	x.requeueAfter(c.AnalysisInterval())
+}
+
+// position says where the analysis of the revision stands, for the status message.
+func (x *pass) position() string {
+	c, w := x.canary, x.status.CanaryWeight
+	switch c.Strategy() {
+	case v1beta1.StrategyBlueGreen:
+		if w == 100 {
+			return fmt.Sprintf("with all traffic on the canary after %d blue/green iterations", c.Iterations())
+		}
+		return fmt.Sprintf("in blue/green iteration %d/%d, users on primary", x.status.PassedChecks, c.Iterations())
+	case v1beta1.StrategyABTesting:
+		if w == 0 {
+			return fmt.Sprintf("in A/B iteration %d/%d, no request on the canary", x.status.PassedChecks, c.Iterations())
+		}
+		return fmt.Sprintf("in A/B iteration %d/%d, requests matching analysis.match on the canary", x.status.PassedChecks, c.Iterations())
+	}
+	return fmt.Sprintf("at canary weight %d%%", w)
+}
+
+// passedAt says where the analysis passed, for the promotion's messages.
+func (x *pass) passedAt() string {
+	c := x.canary
+	switch c.Strategy() {
+	case v1beta1.StrategyBlueGreen:
+		if x.status.CanaryWeight == 100 {
+			return fmt.Sprintf("in %d blue/green iterations and with all traffic on the canary", c.Iterations())
+		}
+		return fmt.Sprintf("in %d blue/green iterations", c.Iterations())
+	case v1beta1.StrategyABTesting:
+		return fmt.Sprintf("in %d A/B iterations", c.Iterations())
+	}
+	return fmt.Sprintf("at the maximum weight %d%%", x.status.CanaryWeight)
 }
 
 // step sets the canary weight to w; converge writes it to the route.
@@ -117,8 +230,8 @@ func (x *pass) failedCheck(failed []string) {
 			x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
 		return
 	}
-	x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s at canary weight %d%%: %d of %d failed checks; last: %s",
-		x.status.CanaryRevision, x.status.CanaryWeight, x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
+	x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s %s: %d of %d failed checks; last: %s",
+		x.status.CanaryRevision, x.position(), x.status.FailedChecks, c.Threshold(), strings.Join(failed, "; ")))
 	x.requeueAfter(c.AnalysisInterval())
 }
 

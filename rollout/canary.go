@@ -64,6 +64,7 @@ func (x *pass) resetProgress(rev string) {
 	x.status.CanaryWeight = 0
 	x.status.FailedChecks = 0
 	x.status.Iterations = 0
+	x.status.PassedChecks = 0
 	x.status.ProgressStartTime = x.stamp()
 	x.status.LastStepTime = nil
 	x.status.Metrics = nil
@@ -128,7 +129,7 @@ func (x *pass) canaryDeployment(ctx context.Context) (*appsv1.Deployment, error)
 // existing one to it.
 func (x *pass) ensureCanaryDeployment(ctx context.Context, rev string) error {
 	c := x.canary
-	desired, err := workload.CanaryDeployment(x.target, c.CanaryDeploymentName(), rev)
+	desired, err := workload.CanaryDeployment(x.target, c.CanaryDeploymentName(), rev, c.Spec.CanaryReplicas)
 	if err != nil {
 		return fmt.Errorf("build canary deployment: %w", err)
 	}

@@ -36,6 +36,11 @@ func (x *pass) converge(ctx context.Context) error {
 func (x *pass) desiredWeight() int {
 	switch x.status.Phase {
 	case v1beta1.PhaseProgressing, v1beta1.PhaseWaitingPromotion, v1beta1.PhasePromoting, v1beta1.PhaseFinalising:
+		if x.canary.Strategy() == v1beta1.StrategyBlueGreen && x.status.Phase.Analysing() && x.status.CanaryWeight != 100 {
+			// Blue/green: no user request reaches the canary until the switch, whatever
+			// weight a status from before a spec change holds.
+			return 0
+		}
 		return x.status.CanaryWeight
 	}
 	return 0

@@ -30,11 +30,14 @@ const (
 //     unmanaged, its stable revision set to its template so a lagging webhook holds
 //     nothing. When another Canary is waiting for the same Deployment (the opt-in ->
 //     explicit Canary hand-over), the target stays paused and managed for it.
-//  2. the canary Deployment (controlled by this Canary).
-//  3. the route: all traffic to primary, then deleted, if it carries coalmine's labels.
+//  2. the route: all traffic to primary, then deleted, if it carries coalmine's labels.
 //     Best effort and bounded: a missing CRD is gone; an unreachable control plane is
 //     retried for routeCleanupDeadline after the deletion, then a Warning names what is
 //     left and the finalizer goes. coalmine.dev/skip-route-cleanup: "true" skips it.
+//  3. the canary Deployment (controlled by this Canary), once no route it can reach gives
+//     it weight: traffic first, as converge does. While the route cannot be set to
+//     primary, the canary keeps serving the share the mesh still sends it (found by the
+//     chaos run: deleted first, its share of the traffic went to no pod for the outage).
 //  4. the Services it created or adopted: released, or deleted with
 //     coalmine.dev/delete-services: "true".
 //
@@ -63,11 +66,14 @@ func (x *pass) finalize(ctx context.Context) (gone bool, err error) {
 	if err := x.releaseTarget(ctx, successor); err != nil {
 		return false, err
 	}
-	if err := x.deleteCanaryDeployment(ctx); err != nil {
-		return false, err
+	zeroed, left := x.cleanUpRoute(ctx)
+	pending := left != "" && x.now.Before(c.DeletionTimestamp.Add(routeCleanupDeadline))
+	if zeroed || !pending {
+		if err := x.deleteCanaryDeployment(ctx); err != nil {
+			return false, err
+		}
 	}
-	left := x.cleanUpRoute(ctx)
-	if left != "" && x.now.Before(c.DeletionTimestamp.Add(routeCleanupDeadline)) {
+	if pending {
 		x.requeueAfter(10 * time.Second)
 		x.stop("RouteCleanupPending", "removing the route failed, retrying until %s after the deletion, then leaving it (annotation %s: \"true\" skips it): %s",
 			routeCleanupDeadline, v1beta1.AnnotationSkipCleanup, left)
@@ -129,22 +135,26 @@ func (x *pass) releaseTarget(ctx context.Context, successor string) error {
 	return x.writeTarget(ctx, d)
 }
 
-// cleanUpRoute removes the recorded route; it says what is left, "" when nothing is.
-func (x *pass) cleanUpRoute(ctx context.Context) string {
+// cleanUpRoute removes the recorded route; it says what is left, "" when nothing is, and
+// whether the route gives the canary nothing any more (on primary, gone, or skipped on
+// request).
+func (x *pass) cleanUpRoute(ctx context.Context) (zeroed bool, left string) {
 	route := x.status.Ownership.Route
 	if route == nil || x.canary.Annotations[v1beta1.AnnotationSkipCleanup] == "true" {
-		return ""
+		return true, ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	zeroed = true
 	if err := x.zeroOwnedRoute(ctx, *route); err != nil {
+		zeroed = false
 		log.FromContext(ctx).Info("route not set to primary before deletion", "kind", route.Kind, "name", route.Name, "error", err.Error())
 	}
 	if err := x.deleteOwnedRoute(ctx, *route); err != nil {
 		log.FromContext(ctx).Info("route clean-up failed", "kind", route.Kind, "name", route.Name, "error", err.Error())
-		return fmt.Sprintf("%s %s (mesh %s, %s cluster): %v", route.Kind, route.Name, route.Mesh, route.Cluster, err)
+		return zeroed, fmt.Sprintf("%s %s (mesh %s, %s cluster): %v", route.Kind, route.Name, route.Mesh, route.Cluster, err)
 	}
-	return ""
+	return true, ""
 }
 
 func (x *pass) removeFinalizer(ctx context.Context, note string) (bool, error) {

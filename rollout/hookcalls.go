@@ -33,6 +33,7 @@ func (x *pass) emit(ctx context.Context) {
 	x.sendAlerts(ctx)
 	recordChecks(x.canary, x.results)
 	recordStatus(x.canary, x.status)
+	x.recordDuration()
 }
 
 // sendEventHooks sends each event of the pass to the event hooks, in the background: a

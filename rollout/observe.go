@@ -3,7 +3,9 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -100,7 +102,32 @@ func routeTarget(c *v1beta1.Canary, mesh string) router.Target {
 	return router.Target{
 		Namespace: c.Namespace, Apex: c.ApexName(), Primary: c.PrimaryName(), Canary: c.CanaryName(),
 		Port: c.Spec.Service.Port, Mesh: mesh, CanaryName: c.Name,
+		Match: routeMatch(c.Match()),
 	}
+}
+
+// routeMatch is analysis.match as the router takes it: headers, uri and method (the other
+// fields are refused by the webhook and never reach here).
+func routeMatch(in []v1beta1.HTTPMatchRequest) []router.Match {
+	if len(in) == 0 {
+		return nil
+	}
+	conv := func(s *v1beta1.StringMatch) *router.StringMatch {
+		if s == nil {
+			return nil
+		}
+		return &router.StringMatch{Exact: s.Exact, Prefix: s.Prefix, Suffix: s.Suffix, Regex: s.Regex}
+	}
+	out := make([]router.Match, 0, len(in))
+	for _, m := range in {
+		rm := router.Match{Path: conv(m.Uri), Method: conv(m.Method)}
+		for name, v := range m.Headers {
+			rm.Headers = append(rm.Headers, router.HeaderMatch{Name: strings.ToLower(name), Value: *conv(&v)})
+		}
+		sort.Slice(rm.Headers, func(i, j int) bool { return rm.Headers[i].Name < rm.Headers[j].Name })
+		out = append(out, rm)
+	}
+	return out
 }
 
 // revision is the template revision of the target as it is now.

@@ -54,10 +54,14 @@ const (
 	optInSuccessRateInterval = "1m"
 	optInDuration            = 500
 	optInDurationInterval    = "30s"
+	// The seed's threshold and maxWeight (Flagger's defaults are 1 and 100; an opted-in
+	// Deployment has no Canary to set them in, so it gets the seed's).
+	optInThreshold = 5
+	optInMaxWeight = 50
 )
 
 // OptInCanary is the Canary an annotated Deployment gets: named like it, targeting it,
-// Services on the port of coalmine.dev/port or the first container port, Flagger's defaults
+// Services on the port of coalmine.dev/port or the first container port, the seed's analysis
 // (interval 1m, threshold 5, maxWeight 50, stepWeight 10) unless overridden by
 // coalmine.dev/interval, /threshold, /max-weight, /step-weight, and the seed's metrics.
 // The Deployment's coalmine.dev/route-kind and coalmine.dev/delete-services annotations and
@@ -94,8 +98,8 @@ func OptInCanary(d *appsv1.Deployment) (*v1beta1.Canary, []string, error) {
 
 	a := &v1beta1.CanaryAnalysis{
 		Interval:   "1m",
-		Threshold:  v1beta1.DefaultThreshold,
-		MaxWeight:  v1beta1.DefaultMaxWeight,
+		Threshold:  optInThreshold,
+		MaxWeight:  optInMaxWeight,
 		StepWeight: v1beta1.DefaultStepWeight,
 		Metrics: []v1beta1.CanaryMetric{
 			{Name: v1beta1.MetricRequestSuccessRate, Threshold: optInSuccessRate, Interval: optInSuccessRateInterval},

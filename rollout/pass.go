@@ -103,6 +103,9 @@ func (x *pass) degrade(reason, format string, args ...any) {
 //  7. converge   route, canary Deployment and target follow the recorded status
 //     (converge.go)
 func (x *pass) reconcile(ctx context.Context) error {
+	if !x.checkSpec() {
+		return nil
+	}
 	if x.status.Phase == "" {
 		x.transition(v1beta1.PhaseInitializing, "initializing")
 	}
@@ -185,10 +188,8 @@ func (x *pass) act(ctx context.Context) error {
 		x.canaryLost()
 	case actRollback:
 		x.rollback(x.stuckReason())
-	case actAwaitStep:
-		x.requeueAfter(x.status.LastStepTime.Add(x.canary.AnalysisInterval()).Sub(x.now))
-	case actAnalyse:
-		x.analyse(ctx)
+	case actAwaitStep, actAnalyse:
+		return x.stepOnRoute(ctx) // only for a weight the route carries (steproute.go)
 	case actSupersede:
 		x.supersede()
 	case actAwaitRoll:

@@ -34,7 +34,7 @@ func (x *pass) ensureServices(ctx context.Context) error {
 	}
 	c := x.canary
 	own := x.status.Ownership
-	desired := workload.Services(c, x.app).All()
+	desired := workload.ServicesFor(c, x.app, &x.target.Spec.Template.Spec).All()
 	for _, want := range desired {
 		if err := controllerutil.SetControllerReference(c, want, x.r.Client.Scheme()); err != nil {
 			return fmt.Errorf("own service %s: %w", want.Name, err)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -46,17 +48,44 @@ func (v *CanaryValidator) Handle(_ context.Context, req admission.Request) admis
 		// Finalizer, label and owner changes of an unchanged spec, and any update of a
 		// Canary being deleted, skip the rules of a Canary, so that one created while the
 		// webhook was down can still be finalised and deleted. The immutable fields are
-		// judged on every update: they refuse only a change of themselves.
-		if c.DeletionTimestamp != nil || equality.Semantic.DeepEqual(old.Spec, c.Spec) &&
-			equality.Semantic.DeepEqual(old.Annotations, c.Annotations) {
+		// judged on every update: they refuse only a change of themselves. So is an operator
+		// command (coalmine.dev/command) alone: abort must work on a Canary whose spec would
+		// not pass today's rules.
+		switch {
+		case c.DeletionTimestamp != nil:
 			errs = validateImmutable(&c, &old)
-		} else {
+		case equality.Semantic.DeepEqual(old.Spec, c.Spec) &&
+			equality.Semantic.DeepEqual(withoutCommand(old.Annotations), withoutCommand(c.Annotations)):
+			errs = validateImmutable(&c, &old)
+			if c.Annotations[v1beta1.AnnotationCommand] != old.Annotations[v1beta1.AnnotationCommand] {
+				errs = append(errs, validateCommand(&c)...)
+			}
+		default:
 			errs = ValidateCanaryUpdate(&c, &old)
 		}
 	} else {
 		errs = ValidateCanary(&c)
 	}
 	return invalidResponse(v1beta1.GroupVersion.WithKind("Canary").GroupKind(), c.Name, errs)
+}
+
+// withoutCommand is a copy of a Canary's annotations without the operator command and
+// its stamp.
+func withoutCommand(ann map[string]string) map[string]string {
+	out := maps.Clone(ann)
+	delete(out, v1beta1.AnnotationCommand)
+	delete(out, v1beta1.AnnotationCommandBy)
+	return out
+}
+
+// validateCommand refuses an operator command coalmine does not know, so that a typo in
+// `kubectl annotate` fails at once instead of in an Event.
+func validateCommand(c *v1beta1.Canary) field.ErrorList {
+	cmd := c.Annotations[v1beta1.AnnotationCommand]
+	if cmd == "" || slices.Contains(v1beta1.Commands, cmd) {
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(field.NewPath("metadata", "annotations").Key(v1beta1.AnnotationCommand), cmd, v1beta1.Commands)}
 }
 
 // invalidResponse allows when errs is empty, else denies with a 422 Invalid status whose
@@ -136,15 +165,12 @@ func orDefault(s, def string) string {
 
 // ValidateCanary checks the rules of DESIGN §3 on a Canary; every error names its field.
 func ValidateCanary(c *v1beta1.Canary) field.ErrorList {
-	var errs field.ErrorList
+	errs := validateCommand(c)
 	spec := field.NewPath("spec")
 
 	if k := c.Annotations[v1beta1.AnnotationRouteKind]; k != "" && k != v1beta1.RouteKindTrafficRoute && k != v1beta1.RouteKindMeshHTTPRoute {
 		errs = append(errs, field.NotSupported(field.NewPath("metadata", "annotations").Key(v1beta1.AnnotationRouteKind), k,
 			[]string{v1beta1.RouteKindTrafficRoute, v1beta1.RouteKindMeshHTTPRoute}))
-	}
-	if p := c.Spec.Provider; p != "" && p != "kuma" {
-		errs = append(errs, field.NotSupported(spec.Child("provider"), p, []string{"kuma"}))
 	}
 	if s := c.Spec.MetricsServer; s != "" {
 		errs = append(errs, validateHTTPURL(spec.Child("metricsServer"), s)...)
@@ -157,17 +183,42 @@ func ValidateCanary(c *v1beta1.Canary) field.ErrorList {
 	if a := c.Spec.Analysis; a != nil {
 		errs = append(errs, validateAnalysis(spec.Child("analysis"), a)...)
 	}
+	errs = append(errs, validateFlaggerExtras(spec, c)...)
+	// The Flagger fields coalmine does not do on Kuma, by name with what to use instead;
+	// the loop reports the same list, since this webhook fails open.
+	return append(errs, v1beta1.UnsupportedFields(c)...)
+}
+
+// validateFlaggerExtras checks the values of the Flagger fields coalmine declares beyond
+// the Kuma provider's (autoscalerRef, trafficDistribution) and of spec.canaryReplicas.
+func validateFlaggerExtras(spec *field.Path, c *v1beta1.Canary) field.ErrorList {
+	var errs field.ErrorList
+	if r := c.Spec.AutoscalerRef; r != nil {
+		switch r.Kind {
+		case "", "HorizontalPodAutoscaler", "ScaledObject":
+		default:
+			errs = append(errs, field.NotSupported(spec.Child("autoscalerRef", "kind"), r.Kind, []string{"HorizontalPodAutoscaler", "ScaledObject"}))
+		}
+	}
+	if v := c.Spec.CanaryReplicas; v != nil {
+		if _, err := v1beta1.CanaryReplicasOf(v, 1); err != nil {
+			errs = append(errs, field.Invalid(spec.Child("canaryReplicas"), v.String(),
+				"must be a number of replicas (at least 1) or a percentage of the target's replicas from 1% to 100%: "+err.Error()))
+		}
+	}
+	if td := c.Spec.Service.TrafficDistribution; td != "" {
+		switch td {
+		case "PreferClose", "PreferSameZone", "PreferSameNode":
+		default:
+			errs = append(errs, field.NotSupported(spec.Child("service", "trafficDistribution"), td, []string{"PreferClose", "PreferSameZone", "PreferSameNode"}))
+		}
+	}
 	return errs
 }
 
 func validateTargetRef(p *field.Path, t v1beta1.LocalObjectReference) field.ErrorList {
+	// kind and apiVersion: v1beta1.UnsupportedFields.
 	var errs field.ErrorList
-	if t.Kind != "" && t.Kind != "Deployment" {
-		errs = append(errs, field.NotSupported(p.Child("kind"), t.Kind, []string{"Deployment"}))
-	}
-	if t.APIVersion != "" && t.APIVersion != "apps/v1" {
-		errs = append(errs, field.NotSupported(p.Child("apiVersion"), t.APIVersion, []string{"apps/v1"}))
-	}
 	if t.Name == "" {
 		errs = append(errs, field.Required(p.Child("name"), "the Deployment to guard"))
 	} else {
@@ -236,12 +287,12 @@ func validateAnalysis(p *field.Path, a *v1beta1.CanaryAnalysis) field.ErrorList 
 	if a.Interval != "" {
 		errs = append(errs, validateDuration(p.Child("interval"), a.Interval)...)
 	}
-	if a.Iterations != 0 {
-		errs = append(errs, field.Forbidden(p.Child("iterations"),
-			"coalmine's Kuma provider runs weighted canaries only (stepWeight or stepWeights up to maxWeight); iterations selects Flagger's blue/green or A/B testing, which coalmine does not do. Remove it and set stepWeight and maxWeight"))
+	if a.Iterations < 0 {
+		errs = append(errs, field.Invalid(p.Child("iterations"), a.Iterations,
+			"must be >= 0 (passed checks before a blue/green or A/B testing promotion; 0 means a weighted canary)"))
 	}
 	if a.Threshold < 0 {
-		errs = append(errs, field.Invalid(p.Child("threshold"), a.Threshold, "must be >= 0 (failed checks before a rollback; 0 means the default, 5)"))
+		errs = append(errs, field.Invalid(p.Child("threshold"), a.Threshold, fmt.Sprintf("must be >= 0 (failed checks before a rollback; 0 means the default, %d)", v1beta1.DefaultThreshold)))
 	}
 	errs = append(errs, validatePercent(p.Child("maxWeight"), a.MaxWeight)...)
 	errs = append(errs, validatePercent(p.Child("stepWeight"), a.StepWeight)...)
@@ -298,10 +349,16 @@ func validateMetric(p *field.Path, m *v1beta1.CanaryMetric) field.ErrorList {
 	switch {
 	case m.Name == "":
 		errs = append(errs, field.Required(p.Child("name"), ""))
-	case m.TemplateRef == nil && !builtin:
+	case m.TemplateRef == nil && !builtin && m.Query == "":
 		errs = append(errs, field.Invalid(p.Child("name"), m.Name, fmt.Sprintf(
 			"is not a builtin metric (%s, %s): set templateRef to a MetricTemplate to use your own query",
 			v1beta1.MetricRequestSuccessRate, v1beta1.MetricRequestDuration)))
+	}
+	if m.Query != "" && m.TemplateRef == nil && !builtin {
+		// Flagger's deprecated inline query: run as a template on the Canary's server.
+		if err := checkQuery(m.Query); err != nil {
+			errs = append(errs, field.Invalid(p.Child("query"), field.OmitValueType{}, err.Error()))
+		}
 	}
 	if r := m.TemplateRef; r != nil {
 		rp := p.Child("templateRef")
@@ -372,7 +429,7 @@ func validateBuiltinThreshold(p *field.Path, metric string, v float64) field.Err
 
 var hookTypes = []v1beta1.HookType{
 	v1beta1.PreRolloutHook, v1beta1.RolloutHook, v1beta1.PostRolloutHook, v1beta1.RollbackHook,
-	v1beta1.EventHook, v1beta1.ConfirmRolloutHook, v1beta1.ConfirmPromotionHook,
+	v1beta1.EventHook, v1beta1.ConfirmRolloutHook, v1beta1.ConfirmPromotionHook, v1beta1.ConfirmTrafficIncreaseHook,
 }
 
 func validateHook(p *field.Path, h *v1beta1.CanaryWebhook) field.ErrorList {

@@ -86,9 +86,9 @@ func TestValidateCanary(t *testing.T) {
 		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.StepWeight = 60 },
 		errors: []string{"spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (50)"},
 	}, {
-		name:   "stepWeight above the default maxWeight",
-		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.MaxWeight, c.Spec.Analysis.StepWeight = 0, 60 },
-		errors: []string{"spec.analysis.stepWeight: Invalid value: 60: must be <= spec.analysis.maxWeight (unset: the default, 50)"},
+		// Flagger's default maxWeight is 100: any step of 1-100 fits under it.
+		name: "stepWeight under the default maxWeight of 100",
+		edit: func(c *v1beta1.Canary) { c.Spec.Analysis.MaxWeight, c.Spec.Analysis.StepWeight = 0, 60 },
 	}, {
 		name: "weights outside 0-100, reported together",
 		edit: func(c *v1beta1.Canary) {
@@ -217,9 +217,44 @@ func TestValidateCanary(t *testing.T) {
 		},
 		errors: []string{"spec.targetRef.name: Invalid value: \"" + strings.Repeat("a", 60) + "\": names the Services"},
 	}, {
-		name:   "iterations is refused with the reason",
-		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Iterations = 10 },
-		errors: []string{"spec.analysis.iterations: Forbidden: coalmine's Kuma provider runs weighted canaries only"},
+		name: "iterations is blue/green, with match A/B testing",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Iterations = 10
+			c.Spec.Analysis.Match = []v1beta1.HTTPMatchRequest{
+				{Headers: map[string]v1beta1.StringMatch{"x-canary": {Exact: "insider"}}},
+				{Headers: map[string]v1beta1.StringMatch{"cookie": {Regex: "^(.*?;)?(canary=always)(;.*)?$"}}},
+				{Uri: &v1beta1.StringMatch{Prefix: "/api"}, Method: &v1beta1.StringMatch{Exact: "GET"}, Headers: map[string]v1beta1.StringMatch{"x-beta": {}}},
+			}
+		},
+	}, {
+		name:   "negative iterations",
+		edit:   func(c *v1beta1.Canary) { c.Spec.Analysis.Iterations = -1 },
+		errors: []string{"spec.analysis.iterations: Invalid value: -1: must be >= 0 (passed checks before a blue/green or A/B testing promotion; 0 means a weighted canary)"},
+	}, {
+		name: "match: what Kuma cannot route on is refused by name",
+		edit: func(c *v1beta1.Canary) {
+			c.Spec.Analysis.Iterations = 2
+			c.Spec.Analysis.Match = []v1beta1.HTTPMatchRequest{
+				{QueryParams: map[string]v1beta1.StringMatch{"beta": {Exact: "1"}}, SourceLabels: map[string]string{"app": "x"}},
+				{},
+				{Headers: map[string]v1beta1.StringMatch{"X-Canary": {Exact: "a", Prefix: "b"}, "cookie": {Regex: "(("}}},
+				{Method: &v1beta1.StringMatch{Prefix: "G"}},
+				{Method: &v1beta1.StringMatch{Exact: "get"}},
+				{Uri: &v1beta1.StringMatch{Regex: "/api/.*"}},
+			}
+		},
+		errors: []string{
+			`spec.analysis.match[0].sourceLabels: Forbidden: sourceLabels has no equivalent in Kuma's TrafficRoute or MeshHTTPRoute; match on headers (a cookie is the "cookie" header), uri or method instead`,
+			`spec.analysis.match[0].queryParams: Forbidden: queryParams has no equivalent in Kuma's TrafficRoute or MeshHTTPRoute; match on headers (a cookie is the "cookie" header), uri or method instead`,
+			`spec.analysis.match[0]: Required value: a match needs headers, uri or method: an empty one would send every request to the canary`,
+			`spec.analysis.match[1]: Required value: a match needs headers, uri or method: an empty one would send every request to the canary`,
+			`spec.analysis.match[2].headers[X-Canary]: Invalid value: "X-Canary": header names must be lower case (Flagger's rule; Envoy compares them in lower case)`,
+			`spec.analysis.match[2].headers[X-Canary]: Invalid value: {"exact":"a","prefix":"b"}: set one of exact, prefix, suffix or regex`,
+			"spec.analysis.match[2].headers[cookie].regex: Invalid value: \"((\": not an RE2 regular expression: error parsing regexp: missing closing ): `((`",
+			`spec.analysis.match[3].method: Invalid value: {"prefix":"G"}: only exact is served (MeshHTTPRoute matches a method exactly)`,
+			`spec.analysis.match[4].method.exact: Unsupported value: "get": supported values: "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"`,
+			`spec.analysis.match[5].uri: Invalid value: {"regex":"/api/.*"}: only exact and prefix are served: Kuma's MeshHTTPRoute ranks a regular expression below the catch-all path prefix, so it would never match; match on a header instead`,
+		},
 	}, {
 		name:   "route kind annotation",
 		edit:   func(c *v1beta1.Canary) { c.Annotations[v1beta1.AnnotationRouteKind] = "HTTPRoute" },

@@ -5,6 +5,10 @@
 // analyses the new revision on a canary. It decides from the AdmissionRequest alone (the
 // stable revision is an annotation on the old object), so it makes no API call.
 //
+// The Canary command mutator stamps coalmine.dev/command-by with the authenticated user
+// of a request that sets or changes coalmine.dev/command (coalmine promote, abort, ...),
+// so the loop's Event names who asked from the request, never from a user's text.
+//
 // The Service validator refuses Services that would route around the canary split, the
 // Canary and MetricTemplate validators refuse malformed specs with field paths.
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -60,9 +61,14 @@ func ValidateMetricTemplate(t *v1beta1.MetricTemplate) field.ErrorList {
 	if pr.SecretRef != nil && pr.SecretRef.Name == "" {
 		errs = append(errs, field.Required(p.Child("secretRef", "name"), "the Secret with username/password, token or ca.crt"))
 	}
-	for k := range pr.Headers {
+	for k, vs := range pr.Headers {
 		if !validHeaderName(k) {
 			errs = append(errs, field.Invalid(p.Child("headers").Key(k), k, "must be an HTTP header name"))
+		}
+		for i, v := range vs {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				errs = append(errs, field.Invalid(p.Child("headers").Key(k).Index(i), v, "must not contain CR, LF or NUL"))
+			}
 		}
 	}
 

@@ -69,7 +69,7 @@ func TestValidateMetricTemplate(t *testing.T) {
 			m.Spec.Provider.Address = "prometheus:9090"
 			m.Spec.Provider.Timeout = "ten seconds"
 			m.Spec.Provider.SecretRef = &corev1.LocalObjectReference{}
-			m.Spec.Provider.Headers = map[string]string{"X-Scope-OrgID": "tenant-a", "bad header": "x"}
+			m.Spec.Provider.Headers = v1beta1.ProviderHeaders{"X-Scope-OrgID": {"tenant-a"}, "bad header": {"x"}}
 			return m
 		}(),
 		errors: []string{

@@ -18,6 +18,7 @@ import (
 // The paths the handlers are served at; manifests/webhook/base/webhooks.yaml points at them.
 const (
 	PathMutateDeployment       = "/mutate-apps-v1-deployment"
+	PathMutateCanary           = "/mutate-coalmine-dev-v1beta1-canary"
 	PathValidateService        = "/validate-v1-service"
 	PathValidateCanary         = "/validate-coalmine-dev-v1beta1-canary"
 	PathValidateMetricTemplate = "/validate-coalmine-dev-v1beta1-metrictemplate"
@@ -31,7 +32,7 @@ type Options struct {
 	ControllerUsername string
 }
 
-// Register serves the four handlers on mgr's webhook server. Panics in a handler become
+// Register serves the handlers on mgr's webhook server. Panics in a handler become
 // 500 responses (admission.Webhook recovers them). Latency is measured by
 // controller-runtime per path: controller_runtime_webhook_latency_seconds{webhook=<path>}.
 //
@@ -59,6 +60,7 @@ func Register(mgr ctrl.Manager, opts Options) error {
 func Handlers(c client.Reader, opts Options) map[string]admission.Handler {
 	return map[string]admission.Handler{
 		PathMutateDeployment:       &DeploymentMutator{ControllerUsername: opts.ControllerUsername},
+		PathMutateCanary:           &CanaryCommandMutator{},
 		PathValidateService:        &ServiceValidator{Client: c, ControllerUsername: opts.ControllerUsername},
 		PathValidateCanary:         &CanaryValidator{},
 		PathValidateMetricTemplate: &MetricTemplateValidator{},

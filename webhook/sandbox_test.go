@@ -127,8 +127,8 @@ func TestShippedWebhookConfigurations(t *testing.T) {
 		}
 	}
 
-	if len(m.Webhooks) != 1 {
-		t.Fatalf("%d mutating webhooks, want 1", len(m.Webhooks))
+	if len(m.Webhooks) != 2 {
+		t.Fatalf("%d mutating webhooks, want 2", len(m.Webhooks))
 	}
 	d := m.Webhooks[0]
 	t.Run(d.Name, func(t *testing.T) {
@@ -143,6 +143,29 @@ func TestShippedWebhookConfigurations(t *testing.T) {
 		if len(d.Rules) != 1 || !slices.Equal(d.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Update}) ||
 			!slices.Equal(d.Rules[0].Resources, []string{"deployments"}) || !slices.Equal(d.Rules[0].APIGroups, []string{"apps"}) {
 			t.Errorf("rules %+v, want apps deployments UPDATE", d.Rules)
+		}
+	})
+
+	// The command stamp: every Canary with a command, wherever it lives (as the Canary
+	// validator), fails open, only for Canaries carrying a command or a stamp.
+	cmd := m.Webhooks[1]
+	t.Run(cmd.Name, func(t *testing.T) {
+		common(t, PathMutateCanary, cmd.ClientConfig, cmd.SideEffects, cmd.TimeoutSeconds, cmd.MatchPolicy, cmd.AdmissionReviewVersions)
+		excluded(t, cmd.NamespaceSelector, false)
+		if cmd.FailurePolicy == nil || *cmd.FailurePolicy != admissionregistrationv1.Ignore {
+			t.Errorf("failurePolicy %v, want Ignore", cmd.FailurePolicy)
+		}
+		if cmd.ObjectSelector != nil {
+			t.Errorf("objectSelector %v, want none", cmd.ObjectSelector)
+		}
+		ops := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}
+		if len(cmd.Rules) != 1 || !slices.Equal(cmd.Rules[0].Operations, ops) ||
+			!slices.Equal(cmd.Rules[0].Resources, []string{"canaries"}) || !slices.Equal(cmd.Rules[0].APIGroups, []string{"coalmine.dev"}) {
+			t.Errorf("rules %+v, want coalmine.dev canaries CREATE, UPDATE (not canaries/status)", cmd.Rules)
+		}
+		if len(cmd.MatchConditions) != 1 || !strings.Contains(cmd.MatchConditions[0].Expression, v1beta1.AnnotationCommand) ||
+			!strings.Contains(cmd.MatchConditions[0].Expression, v1beta1.AnnotationCommandBy) {
+			t.Errorf("matchConditions %+v, want one on %s and %s", cmd.MatchConditions, v1beta1.AnnotationCommand, v1beta1.AnnotationCommandBy)
 		}
 	})
 
@@ -177,7 +200,10 @@ func TestShippedWebhookConfigurations(t *testing.T) {
 	}
 	// Every path the configuration calls is served.
 	for path := range Handlers(nil, Options{ControllerUsername: controllerUser}) {
-		found := *d.ClientConfig.Service.Path == path
+		found := false
+		for _, w := range m.Webhooks {
+			found = found || *w.ClientConfig.Service.Path == path
+		}
 		for _, w := range v.Webhooks {
 			found = found || *w.ClientConfig.Service.Path == path
 		}

@@ -2,6 +2,7 @@ package v1beta1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -39,6 +40,43 @@ type CanarySpec struct {
 	// Analysis is the schedule, steps and metrics of a rollout.
 	// +optional
 	Analysis *CanaryAnalysis `json:"analysis,omitempty"`
+
+	// AutoscalerRef is Flagger's reference to the target's HorizontalPodAutoscaler or
+	// ScaledObject. Coalmine makes no -primary copy, so the autoscaler keeps scaling the
+	// Deployment itself; primaryScalerQueries and primaryScalerReplicas are refused.
+	// +optional
+	AutoscalerRef *AutoscalerReference `json:"autoscalerRef,omitempty"`
+
+	// IngressRef is Flagger's NGINX ingress reference; refused (coalmine splits traffic
+	// inside the Kuma mesh).
+	// +optional
+	IngressRef *LocalObjectReference `json:"ingressRef,omitempty"`
+
+	// RouteRef is Flagger's APISIX route reference; refused.
+	// +optional
+	RouteRef *LocalObjectReference `json:"routeRef,omitempty"`
+
+	// UpstreamRef is Flagger's Gloo upstream reference; refused.
+	// +optional
+	UpstreamRef *CrossNamespaceObjectReference `json:"upstreamRef,omitempty"`
+
+	// CanaryAnalysis is Flagger's deprecated name of analysis; refused (rename it).
+	// +optional
+	CanaryAnalysis *runtime.RawExtension `json:"canaryAnalysis,omitempty"`
+
+	// RevertOnDeletion is Flagger's flag to give the target back when the Canary is
+	// deleted. Coalmine always does (its finalizer unpauses the Deployment and routes all
+	// traffic to it), so true and false behave as Flagger's true.
+	// +optional
+	RevertOnDeletion bool `json:"revertOnDeletion,omitempty"`
+
+	// CanaryReplicas (coalmine extension) runs the canary Deployment on fewer replicas than
+	// the target: a number (3) or a percentage of the target's replicas ("25%", rounded
+	// up), at least 1. Unset, the canary has as many replicas as the target. With fewer
+	// canary pods each carries a larger share of the traffic at a given weight.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	CanaryReplicas *intstr.IntOrString `json:"canaryReplicas,omitempty"`
 }
 
 // LocalObjectReference names an object in the Canary's namespace.
@@ -90,6 +128,74 @@ type CanaryService struct {
 	// Canary holds extra metadata of the canary Service.
 	// +optional
 	Canary *CustomMetadata `json:"canary,omitempty"`
+
+	// PortDiscovery adds every other container port of the target's pod template to the
+	// three Services (named after the container port, else tcp-<container>-<index>), as
+	// Flagger does. Only the port of spec.service is split by the route: the others reach
+	// the pods each Service selects.
+	// +optional
+	PortDiscovery bool `json:"portDiscovery,omitempty"`
+
+	// TrafficDistribution is set on the three Services (Kubernetes' spec.trafficDistribution).
+	// +optional
+	TrafficDistribution string `json:"trafficDistribution,omitempty"`
+
+	// UnmanagedMetadata are label and annotation keys coalmine never sets on its Services.
+	// +optional
+	UnmanagedMetadata *UnmanagedMetadata `json:"unmanagedMetadata,omitempty"`
+
+	// The fields below are Flagger's for other providers (Istio, Gateway API, App Mesh,
+	// Contour, ...). They are declared so that they are kept, and refused by name with what
+	// to use on Kuma instead.
+
+	// Timeout of a request (Istio, Gateway API); refused.
+	// +optional
+	Timeout string `json:"timeout,omitempty"`
+	// Headless Services; refused.
+	// +optional
+	Headless bool `json:"headless,omitempty"`
+	// BackendTimeout (Gateway API); refused.
+	// +optional
+	BackendTimeout string `json:"backendTimeout,omitempty"`
+	// Gateways of an Istio VirtualService; refused.
+	// +optional
+	Gateways []string `json:"gateways,omitempty"`
+	// GatewayRefs of a Gateway API HTTPRoute; refused.
+	// +optional
+	GatewayRefs []GatewayParentReference `json:"gatewayRefs,omitempty"`
+	// Hosts of an Istio VirtualService or HTTPRoute; refused.
+	// +optional
+	Hosts []string `json:"hosts,omitempty"`
+	// Delegation (Istio); refused.
+	// +optional
+	Delegation bool `json:"delegation,omitempty"`
+	// TrafficPolicy of an Istio DestinationRule; refused.
+	// +optional
+	TrafficPolicy *runtime.RawExtension `json:"trafficPolicy,omitempty"`
+	// Match conditions of the generated route; refused (A/B testing is analysis.match).
+	// +optional
+	Match []HTTPMatchRequest `json:"match,omitempty"`
+	// Rewrite of the request URI; refused.
+	// +optional
+	Rewrite *HTTPRewrite `json:"rewrite,omitempty"`
+	// Retries of the generated route; refused.
+	// +optional
+	Retries *HTTPRetry `json:"retries,omitempty"`
+	// Headers operations of the generated route; refused.
+	// +optional
+	Headers *HTTPHeaders `json:"headers,omitempty"`
+	// Mirror (Gateway API); refused.
+	// +optional
+	Mirror []HTTPRequestMirrorFilter `json:"mirror,omitempty"`
+	// CorsPolicy of an Istio VirtualService; refused.
+	// +optional
+	CorsPolicy *CorsPolicy `json:"corsPolicy,omitempty"`
+	// MeshName of App Mesh; refused.
+	// +optional
+	MeshName string `json:"meshName,omitempty"`
+	// Backends of App Mesh virtual nodes; refused.
+	// +optional
+	Backends []string `json:"backends,omitempty"`
 }
 
 // CustomMetadata is extra labels and annotations for a generated object.
@@ -115,18 +221,21 @@ type CanaryAnalysis struct {
 	// +kubebuilder:validation:Minimum=0
 	Iterations int `json:"iterations,omitempty"`
 
-	// Threshold is the number of failed checks that triggers a rollback; default 5.
+	// Threshold is the number of failed checks that triggers a rollback; default 1, as in
+	// Flagger (whose CRD requires it).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	Threshold int `json:"threshold,omitempty"`
 
-	// MaxWeight is the highest canary weight, in percent, before promotion; default 50.
+	// MaxWeight is the highest canary weight, in percent, before promotion; default 100,
+	// as in Flagger.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	MaxWeight int `json:"maxWeight,omitempty"`
 
-	// StepWeight is the weight added at each step, in percent; default 10.
+	// StepWeight is the weight added at each step, in percent; default 10 when neither
+	// stepWeight, stepWeights nor iterations is set (Flagger's CRD requires one).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
@@ -164,6 +273,24 @@ type CanaryAnalysis struct {
 	// +optional
 	Webhooks []CanaryWebhook `json:"webhooks,omitempty"`
 
+	// Alerts send the Canary's alerts to AlertProviders, as Flagger does.
+	// +optional
+	Alerts []CanaryAlert `json:"alerts,omitempty"`
+
+	// Mirror is Flagger's traffic mirroring for blue/green; refused (Kuma's TrafficRoute
+	// cannot mirror).
+	// +optional
+	Mirror bool `json:"mirror,omitempty"`
+
+	// MirrorWeight is the mirrored percentage; refused with mirror.
+	// +optional
+	MirrorWeight int `json:"mirrorWeight,omitempty"`
+
+	// SessionAffinity is Flagger's sticky-canary cookie; refused (Kuma's routes cannot set
+	// a cookie).
+	// +optional
+	SessionAffinity *SessionAffinity `json:"sessionAffinity,omitempty"`
+
 	// Match are Flagger's A/B testing conditions (Istio's HTTPMatchRequest): a request
 	// that meets every condition of one entry is routed by the canary weight, all others go
 	// to primary. On Kuma coalmine honours headers (a cookie is the "cookie" header), uri
@@ -195,6 +322,12 @@ type CanaryMetric struct {
 	// TemplateRef points at a MetricTemplate.
 	// +optional
 	TemplateRef *CrossNamespaceObjectReference `json:"templateRef,omitempty"`
+
+	// Query is Flagger's deprecated inline PromQL (use templateRef): without templateRef,
+	// a metric that is not a builtin runs it against the Canary's metrics server, and
+	// fails above threshold (or outside thresholdRange).
+	// +optional
+	Query string `json:"query,omitempty"`
 
 	// TemplateVariables are extra values for the template, as {{ variables.key }}.
 	// +optional
@@ -283,6 +416,12 @@ type CanaryThresholdRange struct {
 
 // CrossNamespaceObjectReference names an object, by default in the referrer's namespace.
 type CrossNamespaceObjectReference struct {
+	// APIVersion of the referent (Flagger's; not read).
+	// +optional
+	APIVersion string `json:"apiVersion,omitempty"`
+	// Kind of the referent (Flagger's; not read).
+	// +optional
+	Kind string `json:"kind,omitempty"`
 	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
 	// +optional
@@ -290,7 +429,7 @@ type CrossNamespaceObjectReference struct {
 }
 
 // HookType is when a webhook is called.
-// +kubebuilder:validation:Enum=pre-rollout;rollout;post-rollout;rollback;event;confirm-rollout;confirm-promotion
+// +kubebuilder:validation:Enum="";pre-rollout;rollout;post-rollout;rollback;event;confirm-rollout;confirm-promotion;confirm-traffic-increase
 type HookType string
 
 const (
@@ -301,6 +440,9 @@ const (
 	EventHook            HookType = "event"
 	ConfirmRolloutHook   HookType = "confirm-rollout"
 	ConfirmPromotionHook HookType = "confirm-promotion"
+	// ConfirmTrafficIncreaseHook gates each increase of the canary weight: the weight
+	// stays where it is (no analysis that interval) until it answers 2xx.
+	ConfirmTrafficIncreaseHook HookType = "confirm-traffic-increase"
 )
 
 // CanaryWebhook is an HTTP call made during the rollout (Flagger's webhooks).
@@ -322,6 +464,9 @@ type CanaryWebhook struct {
 	MuteAlert bool `json:"muteAlert,omitempty"`
 	// +optional
 	Retries int `json:"retries,omitempty"`
+	// DisableTLS turns off TLS verification of the webhook's https URL.
+	// +optional
+	DisableTLS bool `json:"disableTLS,omitempty"`
 }
 
 // CanaryPhase is where a rollout is; the names are Flagger's.

@@ -1,13 +1,25 @@
 package v1beta1
 
-import "time"
+import (
+	"fmt"
+	"math"
+	"time"
 
-// Defaults that apply when a field is left empty. Flagger's where Flagger has one.
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Defaults that apply when a field is left empty: Flagger's (v1.36.1: canary.go's Get*
+// methods, the scheduler's maxWeight) where Flagger has one. Where coalmine differs on
+// purpose the README's "Migrating from Flagger" table says so: stepWeight has a default
+// (Flagger's CRD requires stepWeight, stepWeights or iterations), and an interval below
+// 10s is kept (Flagger raises it to 10s).
 const (
-	DefaultInterval                = time.Minute
-	DefaultMetricInterval          = time.Minute
-	DefaultThreshold               = 5
-	DefaultMaxWeight               = 50
+	DefaultInterval       = time.Minute
+	DefaultMetricInterval = time.Minute
+	// DefaultThreshold is Flagger's GetAnalysisThreshold default.
+	DefaultThreshold = 1
+	// DefaultMaxWeight is Flagger's total weight: without maxWeight the canary goes to 100%.
+	DefaultMaxWeight               = 100
 	DefaultStepWeight              = 10
 	DefaultReadyThreshold          = 100
 	DefaultProgressDeadlineSeconds = 600
@@ -167,4 +179,27 @@ func (c *Canary) Match() []HTTPMatchRequest {
 		return a.Match
 	}
 	return nil
+}
+
+// CanaryReplicasOf resolves a spec.canaryReplicas value (a number, or a percentage of
+// target rounded up) against target replicas; nil means target. The error says why a
+// value is not usable: the webhook refuses it, the loop falls back to target.
+func CanaryReplicasOf(v *intstr.IntOrString, target int32) (int32, error) {
+	if v == nil {
+		return target, nil
+	}
+	if v.Type == intstr.String {
+		var pct int
+		if _, err := fmt.Sscanf(v.StrVal, "%d%%", &pct); err != nil || fmt.Sprintf("%d%%", pct) != v.StrVal {
+			return target, fmt.Errorf("%q is neither a number nor a percentage such as 25%%", v.StrVal)
+		}
+		if pct < 1 || pct > 100 {
+			return target, fmt.Errorf("%q must be between 1%% and 100%% of the target's replicas", v.StrVal)
+		}
+		return int32(math.Ceil(float64(target) * float64(pct) / 100)), nil
+	}
+	if v.IntVal < 1 {
+		return target, fmt.Errorf("%d must be at least 1", v.IntVal)
+	}
+	return v.IntVal, nil
 }

@@ -31,9 +31,15 @@ type MetricTemplateProvider struct {
 	// InsecureSkipVerify turns off TLS verification.
 	// +optional
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
-	// Headers are added to every query request.
+	// Headers are added to every query request, Flagger's shape (an http.Header: each
+	// name has a list of values), e.g. X-Scope-OrgID: [tenant-a]. A single string value,
+	// coalmine's earlier shape, is still read from stored objects.
 	// +optional
-	Headers map[string]string `json:"headers,omitempty"`
+	Headers ProviderHeaders `json:"headers,omitempty"`
+	// Region of the provider (Flagger's, for CloudWatch and Stackdriver); Prometheus does
+	// not use it, as in Flagger.
+	// +optional
+	Region string `json:"region,omitempty"`
 	// Timeout of one query, a Go duration; default 10s.
 	// +optional
 	Timeout string `json:"timeout,omitempty"`

@@ -104,6 +104,11 @@ func ParseQueryTemplate(tmpl string, vars QueryVars, strict bool) (*template.Tem
 		"zone":      func() string { return vars.Zone },
 		"service":   func() string { return vars.Service },
 		"interval":  func() string { return vars.Interval },
+		// Flagger's {{ ingress }} and {{ route }} name spec.ingressRef and spec.routeRef,
+		// which coalmine refuses: they render empty, as in Flagger for a Canary without
+		// them, so a MetricTemplate shared with Flagger still parses.
+		"ingress": func() string { return "" },
+		"route":   func() string { return "" },
 		// {{ variables.key }} parses as a call of variables followed by a field of its
 		// result, which text/template resolves as a map lookup.
 		"variables": func() map[string]string { return variables },

@@ -108,3 +108,44 @@ func TestLoadDirectoryOfArraysObjectsAndLists(t *testing.T) {
 		}
 	}
 }
+
+// TestJudgeCoalminesABTrafficRoute: the A/B testing TrafficRoute coalmine writes (conf.http
+// matches on headers, a cookie, path and method; the golden file of the router's test) is
+// one Kuma accepts, and an http entry without a condition or with all weights at 0 is not.
+func TestJudgeCoalminesABTrafficRoute(t *testing.T) {
+	routes, err := Load(filepath.Join("..", "..", "rollout", "router", "testdata", "trafficroute-ab.json"))
+	if err != nil || len(routes) != 1 {
+		t.Fatalf("load the router's A/B golden file: %v (%d routes)", err, len(routes))
+	}
+	if v := Judge(routes[0]); !v.OK() {
+		t.Fatalf("Kuma refuses coalmine's A/B TrafficRoute: %s", v)
+	}
+	data, err := os.ReadFile(filepath.Join("..", "..", "rollout", "router", "testdata", "trafficroute-ab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string][2]string{
+		"http entry without condition": {`"headers": {
+              "x-canary": {
+                "exact": "insider"
+              }
+            }`, ``},
+		"http split all zero": {`"weight": 100,
+              "destination": {
+                "kuma.io/service": "alice-canary_apps-a-mesh-a_svc_8080"`, `"weight": 0,
+              "destination": {
+                "kuma.io/service": "alice-canary_apps-a-mesh-a_svc_8080"`},
+	} {
+		s := string(data)
+		if !strings.Contains(s, edit[0]) {
+			t.Fatalf("%s: fixture lacks %q", name, edit[0])
+		}
+		rs, err := Parse([]byte(strings.Replace(s, edit[0], edit[1], 1)))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if v := Judge(rs[0]); v.OK() {
+			t.Errorf("%s: Kuma accepts it, want refused", name)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +126,14 @@ func (p *Prometheus) prepare(ctx context.Context, c *v1beta1.Canary, m *v1beta1.
 	}
 
 	tmpl, ok := BuiltinQuery(m.Name)
+	if !ok && m.Query != "" {
+		// Flagger's deprecated inline query: a template metric on the Canary's server.
+		query, err := renderStrict(m.Query, vars)
+		if err != nil {
+			return check{}, fmt.Errorf("%s: %w", m.Name, err)
+		}
+		return check{query: query, kind: kindTemplate, ep: p.builtinEndpoint(c)}, nil
+	}
 	if !ok {
 		return check{}, fmt.Errorf("%s is not a builtin metric (%s, %s) and has no templateRef",
 			m.Name, v1beta1.MetricRequestSuccessRate, v1beta1.MetricRequestDuration)
@@ -278,12 +287,13 @@ func (p *Prometheus) template(ctx context.Context, c *v1beta1.Canary, ref *v1bet
 		ep.Timeout = d
 	}
 	if len(prov.Headers) > 0 {
-		headers := make(map[string]string, len(ep.Headers)+len(prov.Headers))
-		for k, v := range ep.Headers {
-			headers[k] = v
+		// The template's headers replace the default's of the same name.
+		headers := ep.Headers.Clone()
+		if headers == nil {
+			headers = http.Header{}
 		}
-		for k, v := range prov.Headers {
-			headers[k] = v
+		for k, vs := range prov.Headers.HTTP() {
+			headers[k] = vs
 		}
 		ep.Headers = headers
 	}

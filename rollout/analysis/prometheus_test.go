@@ -405,7 +405,7 @@ func TestMetricTemplates(t *testing.T) {
 			Spec: v1beta1.MetricTemplateSpec{
 				Provider: v1beta1.MetricTemplateProvider{
 					Type: "prometheus", Address: tenant.URL, SecretRef: &corev1.LocalObjectReference{Name: "tenant-creds"},
-					Headers: map[string]string{"X-Scope-OrgID": "team-a"}, Timeout: "5s",
+					Headers: v1beta1.ProviderHeaders{"X-Scope-OrgID": {"team-a"}}, Timeout: "5s",
 				},
 				Query: `latency{service="{{ service }}",canary="{{ name }}"}`,
 			},

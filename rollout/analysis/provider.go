@@ -33,7 +33,7 @@ type ProviderConfig struct {
 	// Username and Password are sent as basic auth.
 	Username, Password string
 	// Headers are added to every request (e.g. X-Scope-OrgID for Mimir or Thanos tenants).
-	Headers map[string]string
+	Headers http.Header
 	// InsecureSkipVerify turns off TLS verification.
 	InsecureSkipVerify bool
 	// Timeout of one query; default 10s.
@@ -119,7 +119,7 @@ func (e endpoint) cacheKey(caFromFile []byte) string {
 	sort.Strings(keys)
 	for _, k := range keys {
 		field(k)
-		field(e.Headers[k])
+		field(strings.Join(e.Headers[k], "\x00"))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -152,8 +152,11 @@ type authRoundTripper struct {
 
 func (rt *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
-	for k, v := range rt.Headers {
-		req.Header.Set(k, v)
+	for k, vs := range rt.Headers {
+		req.Header.Del(k)
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	switch {
 	case rt.token != "":

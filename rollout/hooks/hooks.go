@@ -7,12 +7,14 @@ package hooks
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -92,6 +94,9 @@ func (h *HTTP) Call(ctx context.Context, hook *v1beta1.CanaryWebhook, p Payload)
 	if client == nil {
 		client = http.DefaultClient
 	}
+	if hook.DisableTLS {
+		client = insecure(client)
+	}
 	delay := h.RetryDelay
 	if delay <= 0 {
 		delay = 500 * time.Millisecond
@@ -116,6 +121,28 @@ func (h *HTTP) Call(ctx context.Context, hook *v1beta1.CanaryWebhook, p Payload)
 	}
 	return last
 }
+
+// insecure is c with TLS verification off (a webhook's disableTLS), one per client.
+func insecure(c *http.Client) *http.Client {
+	if v, ok := insecureClients.Load(c); ok {
+		return v.(*http.Client)
+	}
+	base, _ := c.Transport.(*http.Transport)
+	if base == nil {
+		base, _ = http.DefaultTransport.(*http.Transport)
+	}
+	t := base.Clone()
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // the webhook's disableTLS
+	ic := *c
+	ic.Transport = t
+	v, _ := insecureClients.LoadOrStore(c, &ic)
+	return v.(*http.Client)
+}
+
+var insecureClients sync.Map // *http.Client -> its insecure copy
 
 func post(ctx context.Context, client *http.Client, url string, body []byte, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -112,6 +112,15 @@ func TestRoutesSurviveTheirCRDs(t *testing.T) {
 			}
 			return data
 		}, func(w int) any { return NewMeshHTTPRoute(alice, w) }},
+		{"A/B TrafficRoute with Kuma v1.8.1's CRD", func(t *testing.T) []byte { return kumaCRD(t, "kuma.io_trafficroutes.yaml") },
+			func(w int) any { return NewTrafficRoute(aliceAB, w) }},
+		{"A/B MeshHTTPRoute with the sandbox's Kuma 2.x CRD", func(t *testing.T) []byte {
+			data, err := os.ReadFile(filepath.Join("..", "..", "sandbox", "testdata", "meshhttproute-crd.yaml"))
+			if err != nil {
+				t.Fatalf("the sandbox's MeshHTTPRoute CRD: %v", err)
+			}
+			return data
+		}, func(w int) any { return NewMeshHTTPRoute(aliceAB, w) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,8 @@ const DeleteTimeout = 10 * time.Second
 
 // routeKind is what differs between TrafficRoute and MeshHTTPRoute; kumaRouter does the
 // rest, so ownership and clean-up follow one rule for both.
+//
+// +kubebuilder:object:generate=false
 type routeKind interface {
 	kind() string
 	namespaced() bool

@@ -9,6 +9,8 @@ import (
 // analysis.match, A/B testing): a request matches when it meets every condition. A
 // Target's Match lists alternatives, any one of which is enough; requests that match none
 // go to primary.
+//
+// +kubebuilder:object:generate=false
 type Match struct {
 	// Headers match request headers by lower-case name (a cookie is the "cookie" header).
 	Headers []HeaderMatch
@@ -19,6 +21,8 @@ type Match struct {
 
 // HeaderMatch is one header condition. An empty Value matches any value of a header that
 // is present (Istio's meaning of an empty matcher).
+//
+// +kubebuilder:object:generate=false
 type HeaderMatch struct {
 	Name  string
 	Value StringMatch
@@ -26,6 +30,8 @@ type HeaderMatch struct {
 
 // StringMatch is Istio's matcher: one of its fields is set. Regex is RE2 and matches the
 // whole value, as Envoy's safe_regex does.
+//
+// +kubebuilder:object:generate=false
 type StringMatch struct {
 	Exact, Prefix, Suffix, Regex string
 }
@@ -36,10 +42,6 @@ func (s StringMatch) empty() bool { return s == StringMatch{} }
 // suffixRegex is a suffix condition as an RE2 pattern on the whole value: neither Kuma's
 // TrafficRoute nor its MeshHTTPRoute has a suffix matcher.
 func suffixRegex(suffix string) string { return ".*" + regexp.QuoteMeta(suffix) }
-
-// prefixRegex is a string prefix as an RE2 pattern on the whole value: MeshHTTPRoute's
-// PathPrefix matches whole path segments, Istio's uri prefix any string prefix.
-func prefixRegex(prefix string) string { return regexp.QuoteMeta(prefix) + ".*" }
 
 // sortedHeaders returns the header conditions by name, so a route renders the same way
 // every time (server-side apply then stores nothing).
@@ -99,17 +101,22 @@ func kumaStringMatcher(s StringMatch) *KumaStringMatcher {
 
 // meshHTTPRouteMatch is a Match as one entry of a MeshHTTPRoute rule's matches. Every
 // entry carries a path (the catch-all prefix when the Match has none), as the plain rule
-// does.
+// does: Kuma sorts all matches by path kind and length, then method, then the number of
+// headers, and the first that a request meets wins, so an entry with the catch-all path
+// and a condition more always comes before the catch-all rule.
 func meshHTTPRouteMatch(m Match) HTTPRouteMatch {
 	out := HTTPRouteMatch{Path: &PathMatch{Type: "PathPrefix", Value: "/"}}
 	if p := m.Path; p != nil {
 		switch {
 		case p.Exact != "":
 			out.Path = &PathMatch{Type: "Exact", Value: p.Exact}
-		case p.Prefix == "/":
 		case p.Prefix != "":
-			out.Path = &PathMatch{Type: "RegularExpression", Value: prefixRegex(p.Prefix)}
+			// PathPrefix, not a pattern: Kuma orders a rule's matches by path kind first
+			// (Exact, PathPrefix, RegularExpression), so a pattern would rank below the
+			// catch-all prefix and never be taken. Kuma's prefix is per path segment.
+			out.Path = &PathMatch{Type: "PathPrefix", Value: p.Prefix}
 		case p.Suffix != "":
+			// Refused by the webhook for that reason; rendered as well as it can be.
 			out.Path = &PathMatch{Type: "RegularExpression", Value: suffixRegex(p.Suffix)}
 		case p.Regex != "":
 			out.Path = &PathMatch{Type: "RegularExpression", Value: p.Regex}

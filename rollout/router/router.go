@@ -13,6 +13,8 @@ import (
 )
 
 // Target identifies the traffic split of one Canary.
+//
+// +kubebuilder:object:generate=false
 type Target struct {
 	Namespace             string // app namespace
 	Apex, Primary, Canary string // Service names
@@ -27,6 +29,8 @@ type Target struct {
 // Router writes the route that splits a Target's traffic. Only a route carrying coalmine's
 // labels for the Target's Canary (see Owned) is coalmine's: the others are never written
 // over nor deleted.
+//
+// +kubebuilder:object:generate=false
 type Router interface {
 	// Acquire reads the route once and says whether coalmine may write it: nil when there
 	// is none or it is this Canary's, an error wrapping ErrNotOurs when someone else's

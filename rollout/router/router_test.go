@@ -300,9 +300,12 @@ func TestTrafficRoutesOfTwoNamespacesDoNotCollide(t *testing.T) {
 	if err := r.SetWeights(ctx, other, 50); err != nil {
 		t.Fatal(err)
 	}
-	for target, want := range map[Target]int{alice: 5, other: 50} {
-		if got := observe(t, r, target); !got.Ours || got.Weight != want {
-			t.Errorf("%s: %+v, want ours at weight %d", target.Namespace, got, want)
+	for _, tt := range []struct {
+		target Target
+		want   int
+	}{{alice, 5}, {other, 50}} {
+		if got := observe(t, r, tt.target); !got.Ours || got.Weight != tt.want {
+			t.Errorf("%s: %+v, want ours at weight %d", tt.target.Namespace, got, tt.want)
 		}
 	}
 }

@@ -9,8 +9,24 @@ import (
 func NewTrafficRouteRouter(c client.Client) Router { return newRouter(c, trafficRoutes{}) }
 
 // NewTrafficRoute is the TrafficRoute coalmine writes for t at canaryWeight percent:
-// every source, the apex as destination, split between primary and canary tags.
+// every source, the apex as destination, split between primary and canary tags. With
+// t.Match (A/B testing) and a weight, the requests that match an entry are split in
+// conf.http, one entry per alternative, and the others go to primary (conf.split 100/0);
+// at weight 0 the route is the plain one.
 func NewTrafficRoute(t Target, canaryWeight int) *TrafficRoute {
+	split := func(w int) []TrafficRouteSplit {
+		return []TrafficRouteSplit{
+			{Weight: uint32(100 - w), Destination: map[string]string{ServiceTagKey: ServiceTag(t.Primary, t.Namespace, t.Port)}},
+			{Weight: uint32(w), Destination: map[string]string{ServiceTagKey: ServiceTag(t.Canary, t.Namespace, t.Port)}},
+		}
+	}
+	conf := TrafficRouteConf{Split: split(canaryWeight)}
+	if t.abTesting(canaryWeight) {
+		conf.Split = split(0)
+		for _, m := range t.Match {
+			conf.HTTP = append(conf.HTTP, TrafficRouteHTTP{Match: trafficRouteMatch(m), Split: split(canaryWeight)})
+		}
+	}
 	return &TrafficRoute{
 		TypeMeta:   metaTypeOf(KindTrafficRoute),
 		Mesh:       t.mesh(),
@@ -18,10 +34,7 @@ func NewTrafficRoute(t Target, canaryWeight int) *TrafficRoute {
 		Spec: TrafficRouteSpec{
 			Sources:      []Selector{{Match: map[string]string{ServiceTagKey: "*"}}},
 			Destinations: []Selector{{Match: map[string]string{ServiceTagKey: ServiceTag(t.Apex, t.Namespace, t.Port)}}},
-			Conf: TrafficRouteConf{Split: []TrafficRouteSplit{
-				{Weight: uint32(100 - canaryWeight), Destination: map[string]string{ServiceTagKey: ServiceTag(t.Primary, t.Namespace, t.Port)}},
-				{Weight: uint32(canaryWeight), Destination: map[string]string{ServiceTagKey: ServiceTag(t.Canary, t.Namespace, t.Port)}},
-			}},
+			Conf:         conf,
 		},
 	}
 }
@@ -37,15 +50,24 @@ func (trafficRoutes) desired(t Target, canaryWeight int) client.Object {
 	return NewTrafficRoute(t, canaryWeight)
 }
 
+// canaryWeight is the canary's share of the split that gives it the most: conf.split, or
+// a conf.http entry's (A/B testing).
 func (trafficRoutes) canaryWeight(obj client.Object, t Target) int {
 	tr := obj.(*TrafficRoute)
 	canaryTag := ServiceTag(t.Canary, t.Namespace, t.Port)
-	var canary, total uint32
-	for _, s := range tr.Spec.Conf.Split {
-		total += s.Weight
-		if s.Destination[ServiceTagKey] == canaryTag {
-			canary += s.Weight
+	share := func(split []TrafficRouteSplit) int {
+		var canary, total uint32
+		for _, s := range split {
+			total += s.Weight
+			if s.Destination[ServiceTagKey] == canaryTag {
+				canary += s.Weight
+			}
 		}
+		return percent(canary, total)
 	}
-	return percent(canary, total)
+	w := share(tr.Spec.Conf.Split)
+	for _, h := range tr.Spec.Conf.HTTP {
+		w = max(w, share(h.Split))
+	}
+	return w
 }

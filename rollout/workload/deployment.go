@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
@@ -29,12 +30,14 @@ func AppLabels(target *appsv1.Deployment) (map[string]string, error) {
 // CanaryDeployment returns the canary Deployment for target's current pod template: named
 // name, in target's namespace, its selector and pod labels suffixed with -canary (so neither
 // the apex nor the primary Service selects its pods, and pod affinity or spread constraints
-// about the app apply to the canary's own pods), as many replicas as target (at least one,
-// so a target scaled to zero can still be analysed), never paused. revision is recorded in
+// about the app apply to the canary's own pods), as many replicas as target or as
+// canaryReplicas says (spec.canaryReplicas, a coalmine extension: a number or a percentage
+// of the target's replicas, rounded up), at least one either way (so a target scaled to
+// zero can still be analysed), never paused. revision is recorded in
 // the coalmine.dev/revision annotation so the reconciler can tell when it is out of date.
 // Coalmine's own label and annotations of target are dropped: the canary is not managed.
 // The caller sets the owner reference.
-func CanaryDeployment(target *appsv1.Deployment, name, revision string) (*appsv1.Deployment, error) {
+func CanaryDeployment(target *appsv1.Deployment, name, revision string, canaryReplicas *intstr.IntOrString) (*appsv1.Deployment, error) {
 	app, err := AppLabels(target)
 	if err != nil {
 		return nil, err
@@ -43,10 +46,16 @@ func CanaryDeployment(target *appsv1.Deployment, name, revision string) (*appsv1
 
 	spec := *target.Spec.DeepCopy()
 	spec.Paused = false
-	replicas := int32(1)
-	if spec.Replicas != nil && *spec.Replicas > 1 {
-		replicas = *spec.Replicas
+	var targetReplicas int32 = 1 // a Deployment's default
+	if spec.Replicas != nil {
+		targetReplicas = *spec.Replicas
 	}
+	// An unusable value (the webhook refuses it) falls back to the target's replicas.
+	replicas, err := v1beta1.CanaryReplicasOf(canaryReplicas, targetReplicas)
+	if err != nil {
+		replicas = targetReplicas
+	}
+	replicas = max(replicas, 1)
 	spec.Replicas = &replicas
 	rw.selector(spec.Selector)
 	spec.Template.Labels = rw.labels(spec.Template.Labels)

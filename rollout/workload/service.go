@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"fmt"
 	"maps"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,14 @@ func (s ServiceSet) All() []*corev1.Service { return []*corev1.Service{s.Apex, s
 // http), each Service with its spec.service.{apex,primary,canary} labels and annotations.
 // The caller sets owner references.
 func Services(c *v1beta1.Canary, app map[string]string) ServiceSet {
+	return ServicesFor(c, app, nil)
+}
+
+// ServicesFor is Services for a target running pod: with spec.service.portDiscovery, every
+// other container port of pod is added to the three Services (Flagger's portDiscovery);
+// spec.service.trafficDistribution is set on them, and the keys of
+// spec.service.unmanagedMetadata are never set.
+func ServicesFor(c *v1beta1.Canary, app map[string]string, pod *corev1.PodSpec) ServiceSet {
 	port := corev1.ServicePort{
 		Name:       c.PortName(),
 		Protocol:   corev1.ProtocolTCP,
@@ -41,18 +50,37 @@ func Services(c *v1beta1.Canary, app map[string]string) ServiceSet {
 	if ap := c.Spec.Service.AppProtocol; ap != "" {
 		port.AppProtocol = &ap
 	}
+	ports := []corev1.ServicePort{port}
+	if c.Spec.Service.PortDiscovery && pod != nil {
+		ports = append(ports, discoveredPorts(c, port, pod)...)
+	}
+	var td *string
+	if v := c.Spec.Service.TrafficDistribution; v != "" {
+		td = &v
+	}
 	svc := func(name string, meta *v1beta1.CustomMetadata, selector map[string]string) *corev1.Service {
 		s := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace},
 			Spec: corev1.ServiceSpec{
-				Type:     corev1.ServiceTypeClusterIP,
-				Selector: maps.Clone(selector),
-				Ports:    []corev1.ServicePort{*port.DeepCopy()},
+				Type:                corev1.ServiceTypeClusterIP,
+				Selector:            maps.Clone(selector),
+				TrafficDistribution: td,
 			},
+		}
+		for _, p := range ports {
+			s.Spec.Ports = append(s.Spec.Ports, *p.DeepCopy())
 		}
 		if meta != nil {
 			s.Labels = maps.Clone(meta.Labels)
 			s.Annotations = maps.Clone(meta.Annotations)
+		}
+		if um := c.Spec.Service.UnmanagedMetadata; um != nil {
+			for _, k := range um.Labels {
+				delete(s.Labels, k)
+			}
+			for _, k := range um.Annotations {
+				delete(s.Annotations, k)
+			}
 		}
 		return s
 	}
@@ -61,6 +89,38 @@ func Services(c *v1beta1.Canary, app map[string]string) ServiceSet {
 		Primary: svc(c.PrimaryName(), c.Spec.Service.Primary, app),
 		Canary:  svc(c.CanaryName(), c.Spec.Service.Canary, SuffixLabels(app, app, v1beta1.CanarySuffix)),
 	}
+}
+
+// discoveredPorts are the container ports of pod other than main's target port, named as
+// Flagger names them (the port's name, else tcp-<container>-<index>), in container order.
+// A port whose name or number the Services already carry is skipped.
+func discoveredPorts(c *v1beta1.Canary, main corev1.ServicePort, pod *corev1.PodSpec) []corev1.ServicePort {
+	names := map[string]bool{main.Name: true}
+	numbers := map[int32]bool{main.Port: true}
+	var out []corev1.ServicePort
+	for _, ctr := range pod.Containers {
+		for i, p := range ctr.Ports {
+			tp := main.TargetPort
+			if tp.Type == intstr.String && p.Name == tp.StrVal || tp.Type == intstr.Int && p.ContainerPort == tp.IntVal {
+				continue
+			}
+			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+				continue
+			}
+			name := p.Name
+			if name == "" {
+				name = fmt.Sprintf("tcp-%s-%d", ctr.Name, i)
+			}
+			if names[name] || numbers[p.ContainerPort] {
+				continue
+			}
+			names[name], numbers[p.ContainerPort] = true, true
+			out = append(out, corev1.ServicePort{
+				Name: name, Protocol: corev1.ProtocolTCP, Port: p.ContainerPort, TargetPort: intstr.FromInt32(p.ContainerPort),
+			})
+		}
+	}
+	return out
 }
 
 // UpdateService brings the fields coalmine owns in existing to desired and reports whether
@@ -85,6 +145,11 @@ func UpdateService(existing, desired *corev1.Service) bool {
 	}
 	if !portsEqual(existing.Spec.Ports, ports) {
 		existing.Spec.Ports = ports
+		changed = true
+	}
+	if td := desired.Spec.TrafficDistribution; td != nil && (existing.Spec.TrafficDistribution == nil || *existing.Spec.TrafficDistribution != *td) {
+		v := *td
+		existing.Spec.TrafficDistribution = &v
 		changed = true
 	}
 	if mergeInto(&existing.Labels, desired.Labels) {

@@ -155,7 +155,7 @@ func TestCanaryDeployment(t *testing.T) {
 				tt.modify(in)
 			}
 			before := in.DeepCopy()
-			got, err := CanaryDeployment(in, "alice-canary", "rev2")
+			got, err := CanaryDeployment(in, "alice-canary", "rev2", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -170,29 +170,29 @@ func TestCanaryDeployment(t *testing.T) {
 func TestCanaryDeploymentNeedsMatchLabels(t *testing.T) {
 	in := target()
 	in.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpExists}}}
-	if _, err := CanaryDeployment(in, "alice-canary", "r"); err == nil {
+	if _, err := CanaryDeployment(in, "alice-canary", "r", nil); err == nil {
 		t.Fatal("want an error for a selector without matchLabels")
 	}
 }
 
 func TestUpdateCanaryDeployment(t *testing.T) {
-	old, _ := CanaryDeployment(target(), "alice-canary", "rev1")
+	old, _ := CanaryDeployment(target(), "alice-canary", "rev1", nil)
 	tests := []struct {
 		name        string
 		desired     func() *appsv1.Deployment
 		wantChanged bool
 	}{
-		{"same revision and replicas is no change", func() *appsv1.Deployment { d, _ := CanaryDeployment(target(), "alice-canary", "rev1"); return d }, false},
+		{"same revision and replicas is no change", func() *appsv1.Deployment { d, _ := CanaryDeployment(target(), "alice-canary", "rev1", nil); return d }, false},
 		{"new revision takes the new template", func() *appsv1.Deployment {
 			tg := target()
 			tg.Spec.Template.Spec.Containers[0].Image = "alice:3"
-			d, _ := CanaryDeployment(tg, "alice-canary", "rev2")
+			d, _ := CanaryDeployment(tg, "alice-canary", "rev2", nil)
 			return d
 		}, true},
 		{"replicas follow the target", func() *appsv1.Deployment {
 			tg := target()
 			tg.Spec.Replicas = ptr.To[int32](5)
-			d, _ := CanaryDeployment(tg, "alice-canary", "rev1")
+			d, _ := CanaryDeployment(tg, "alice-canary", "rev1", nil)
 			return d
 		}, true},
 	}

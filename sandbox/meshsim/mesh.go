@@ -40,6 +40,8 @@ type serviceRef struct {
 	namespace string
 	port      int32
 	portName  string
+	// callers are this apex's callers besides the users (AnnotationCallers).
+	callers []caller
 }
 
 // Tag is Kuma's kuma.io/service tag of a Kubernetes Service port.
@@ -60,17 +62,28 @@ type mesh struct {
 	services   map[types.NamespacedName]*corev1.Service
 	endpoints  map[string][]endpoint // tag -> Ready pods, by name
 	candidates []serviceRef          // ports of Services that may be apexes, by tag
+	loadTested []loadTest            // Services the load tester calls directly, by tag
 
 	meshHTTPRoutes []meshHTTPRoute // by namespace/name
 	trafficRoutes  []trafficRoute  // by name
 }
 
+// loadTest is a Service port the load tester calls directly (AnnotationLoadTest).
+type loadTest struct {
+	ref    serviceRef
+	caller caller
+}
+
 // call is one caller's traffic for a step: the apex it calls and where its Envoy sends it.
 type call struct {
-	apex  serviceRef
-	mesh  string
-	split []backendWeight // route order; zero weights included (Envoy has the cluster)
+	apex   serviceRef
+	mesh   string
+	caller caller
+	split  []backendWeight // route order; zero weights included (Envoy has the cluster)
 }
+
+// key names the call's state (the carried fractions of its split and of its rate).
+func (c call) key() string { return c.caller.name + "|" + c.apex.tag }
 
 func (s *Simulator) readMesh(ctx context.Context) (*mesh, error) {
 	m := &mesh{
@@ -93,6 +106,7 @@ func (s *Simulator) readMesh(ctx context.Context) (*mesh, error) {
 		m.addNamespace(ctx, ns, svcs.Items, pods.Items)
 	}
 	sort.Slice(m.candidates, func(i, j int) bool { return m.candidates[i].tag < m.candidates[j].tag })
+	sort.Slice(m.loadTested, func(i, j int) bool { return m.loadTested[i].ref.tag < m.loadTested[j].ref.tag })
 
 	mhr := s.readRoutes(ctx, s.meshHTTPRouteSources)
 	for i := range mhr {
@@ -194,11 +208,19 @@ func (m *mesh) addNamespace(ctx context.Context, ns string, svcs []corev1.Servic
 				backend = true
 			}
 		}
+		callers, err := callersOf(svc)
+		if err != nil {
+			logger.V(1).Info("Ignoring the extra callers of a Service", "service", klog.KObj(svc), "error", err.Error())
+		}
+		lt, loadTested := loadTestOf(svc)
 		for _, p := range svc.Spec.Ports {
-			ref := serviceRef{tag: Tag(svc.Name, ns, p.Port), name: svc.Name, namespace: ns, port: p.Port, portName: p.Name}
+			ref := serviceRef{tag: Tag(svc.Name, ns, p.Port), name: svc.Name, namespace: ns, port: p.Port, portName: p.Name, callers: callers}
 			m.endpoints[ref.tag] = eps
 			if !backend {
 				m.candidates = append(m.candidates, ref)
+			}
+			if loadTested {
+				m.loadTested = append(m.loadTested, loadTest{ref: ref, caller: lt})
 			}
 		}
 	}
@@ -267,24 +289,35 @@ func parseLatencyMs(v string) (float64, bool) {
 	return 0, false
 }
 
-// plan decides which apexes are called and how each caller's Envoy splits the requests.
+// plan decides which apexes are called and how each caller's Envoy splits the requests:
+// the users' and the extra callers of each apex through the routes, then the load tester's
+// direct calls.
 func (m *mesh) plan() []call {
-	routed := make([][]backendWeight, len(m.candidates))
+	type routedCall struct {
+		apex   serviceRef
+		caller caller
+		split  []backendWeight
+	}
+	var routed []routedCall
 	backends := map[string]bool{}
-	for i, c := range m.candidates {
-		routed[i] = m.route(c)
-		for _, b := range routed[i] {
-			if b.tag != c.tag {
-				backends[b.tag] = true
+	for _, c := range m.candidates {
+		for _, cl := range append([]caller{{name: CallerUsers, req: usersRequest}}, c.callers...) {
+			split := m.route(c, cl.req)
+			for _, b := range split {
+				if b.tag != c.tag {
+					backends[b.tag] = true
+				}
 			}
+			routed = append(routed, routedCall{apex: c, caller: cl, split: split})
 		}
 	}
 	var calls []call
-	for i, c := range m.candidates {
+	for _, rc := range routed {
+		c := rc.apex
 		if backends[c.tag] {
 			continue // another apex's route sends traffic here: it is not called directly
 		}
-		split := routed[i]
+		split := rc.split
 		if split == nil {
 			split = []backendWeight{{tag: c.tag, weight: 1}}
 		}
@@ -294,24 +327,32 @@ func (m *mesh) plan() []call {
 			active = active || (b.weight > 0 && len(m.endpoints[b.tag]) > 0)
 		}
 		if active {
-			calls = append(calls, call{apex: c, mesh: m.meshOf[c.namespace], split: split})
+			calls = append(calls, call{apex: c, mesh: m.meshOf[c.namespace], caller: rc.caller, split: split})
+		}
+	}
+	// The load tester calls its Services by their own tag while they have Ready pods: no
+	// route applies (Kuma routes the apex's tag, not the canary's).
+	for _, lt := range m.loadTested {
+		if len(m.endpoints[lt.ref.tag]) > 0 {
+			calls = append(calls, call{apex: lt.ref, mesh: m.meshOf[lt.ref.namespace], caller: lt.caller,
+				split: []backendWeight{{tag: lt.ref.tag, weight: 1}}})
 		}
 	}
 	return calls
 }
 
-// route is the split of the route that applies to an apex, nil if none does. As in Kuma
-// 2.x, a MeshHTTPRoute takes precedence over a TrafficRoute; among TrafficRoutes an exact
-// destination beats a wildcard; ties go to the first by name.
-func (m *mesh) route(c serviceRef) []backendWeight {
+// route is the split of the route that applies to request req to an apex, nil if none
+// does. As in Kuma 2.x, a MeshHTTPRoute takes precedence over a TrafficRoute; among
+// TrafficRoutes an exact destination beats a wildcard; ties go to the first by name.
+func (m *mesh) route(c serviceRef, req request) []backendWeight {
 	for i := range m.meshHTTPRoutes {
-		if split, ok := m.meshHTTPRoutes[i].routeFor(c, m.services); ok {
+		if split, ok := m.meshHTTPRoutes[i].routeFor(c, m.services, req); ok {
 			return split
 		}
 	}
 	for _, exact := range []bool{true, false} {
 		for i := range m.trafficRoutes {
-			if split, ok := m.trafficRoutes[i].routeFor(c.tag, exact); ok {
+			if split, ok := m.trafficRoutes[i].routeFor(c.tag, exact, req); ok {
 				return split
 			}
 		}

@@ -3,7 +3,6 @@ package meshsim
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,12 +92,40 @@ func (s *Simulator) readRoutes(ctx context.Context, sources []*routeSource) []un
 //
 //	spec.destinations[].match["kuma.io/service"]
 //	spec.conf.split[]{weight, destination["kuma.io/service"]} or spec.conf.destination
+//	spec.conf.http[]{match{method, path, headers}, split[] or destination}, in order
 //
 // Sources are ignored: every caller is in the route's sources in the sandbox.
 type trafficRoute struct {
 	name         string
 	destinations []string
 	split        []backendWeight // "*" stands for the called service itself
+	http         []trafficRouteHTTP
+}
+
+// trafficRouteHTTP is one conf.http entry: the requests that match go to its split.
+type trafficRouteHTTP struct {
+	match any
+	split []backendWeight
+}
+
+// parseSplit reads a split list, or a single destination when there is none.
+func parseSplit(conf any) []backendWeight {
+	var out []backendWeight
+	split, _ := nestedField(conf, "split").([]any)
+	for _, e := range split {
+		tag, ok := nestedString(e, "destination", serviceTagKey)
+		if !ok {
+			continue
+		}
+		w, _ := asInt64(nestedField(e, "weight"))
+		out = append(out, backendWeight{tag: tag, weight: w})
+	}
+	if len(split) == 0 {
+		if tag, ok := nestedString(conf, "destination", serviceTagKey); ok {
+			out = []backendWeight{{tag: tag, weight: 1}}
+		}
+	}
+	return out
 }
 
 func parseTrafficRoute(u *unstructured.Unstructured) trafficRoute {
@@ -109,33 +136,33 @@ func parseTrafficRoute(u *unstructured.Unstructured) trafficRoute {
 			r.destinations = append(r.destinations, tag)
 		}
 	}
-	split, _, _ := unstructured.NestedSlice(u.Object, "spec", "conf", "split")
-	for _, e := range split {
-		tag, ok := nestedString(e, "destination", serviceTagKey)
-		if !ok {
-			continue
-		}
-		w, _ := asInt64(nestedField(e, "weight"))
-		r.split = append(r.split, backendWeight{tag: tag, weight: w})
-	}
-	if len(split) == 0 {
-		if tag, ok := nestedString(u.Object, "spec", "conf", "destination", serviceTagKey); ok {
-			r.split = []backendWeight{{tag: tag, weight: 1}}
-		}
+	conf := nestedField(u.Object, "spec", "conf")
+	r.split = parseSplit(conf)
+	httpEntries, _ := nestedField(conf, "http").([]any)
+	for _, h := range httpEntries {
+		r.http = append(r.http, trafficRouteHTTP{match: nestedField(h, "match"), split: parseSplit(h)})
 	}
 	return r
 }
 
-// routeFor returns the split for a caller of tag, matching the destinations exactly or
-// only by wildcard.
-func (r *trafficRoute) routeFor(tag string, exact bool) ([]backendWeight, bool) {
+// routeFor returns the split for a request req of a caller of tag, matching the
+// destinations exactly or only by wildcard: the first conf.http entry that matches the
+// request, else conf.split.
+func (r *trafficRoute) routeFor(tag string, exact bool, req request) ([]backendWeight, bool) {
 	if len(r.split) == 0 {
 		return nil, false
 	}
 	for _, d := range r.destinations {
 		if (exact && d == tag) || (!exact && d == wildcard) {
-			out := make([]backendWeight, len(r.split))
-			for i, b := range r.split {
+			split := r.split
+			for _, h := range r.http {
+				if len(h.split) > 0 && trafficRouteHTTPMatches(h.match, req) {
+					split = h.split
+					break
+				}
+			}
+			out := make([]backendWeight, len(split))
+			for i, b := range split {
 				out[i] = b
 				if b.tag == wildcard {
 					out[i].tag = tag
@@ -148,17 +175,41 @@ func (r *trafficRoute) routeFor(tag string, exact bool) ([]backendWeight, bool) 
 }
 
 // meshHTTPRoute is the part of a kuma.io/v1alpha1 MeshHTTPRoute the simulator acts on:
-// spec.to[].targetRef and, of the rules that match the callers' "GET /", the last one's
-// default.backendRefs. spec.targetRef (the sources) is ignored.
+// spec.to[].targetRef and, of the rules that match a caller's request, the most specific
+// one's default.backendRefs (the last of equally specific ones). spec.targetRef (the
+// sources) is ignored.
 type meshHTTPRoute struct {
 	namespace, name string
 	to              []meshHTTPRouteTo
 }
 
 type meshHTTPRouteTo struct {
-	target   meshRef
-	matched  bool        // a rule matches GET /
+	target meshRef
+	rules  []meshHTTPRouteRule
+}
+
+type meshHTTPRouteRule struct {
+	matches  []any
 	backends []meshRefWt // nil: the target itself
+}
+
+// rule is the rule of to that applies to req, false when none matches.
+func (to *meshHTTPRouteTo) rule(req request) (meshHTTPRouteRule, bool) {
+	var best meshHTTPRouteRule
+	var bestSp specificity
+	found := false
+	for _, rule := range to.rules {
+		ok, sp := len(rule.matches) == 0, specificity{}
+		for _, m := range rule.matches {
+			if mok, msp := meshHTTPRouteMatches(m, req); mok && (!ok || sp.less(msp)) {
+				ok, sp = true, msp
+			}
+		}
+		if ok && (!found || !sp.less(bestSp)) {
+			best, bestSp, found = rule, sp, true
+		}
+	}
+	return best, found
 }
 
 // meshRef is a targetRef or backendRef to a MeshService: either name is a kuma.io/service
@@ -185,19 +236,16 @@ func parseMeshHTTPRoute(u *unstructured.Unstructured) meshHTTPRoute {
 		rules, _ := tm["rules"].([]any)
 		for _, rule := range rules {
 			matches, _ := nestedField(rule, "matches").([]any)
-			if !matchesRoot(matches) {
-				continue
-			}
-			entry.matched = true
-			entry.backends = nil
+			parsed := meshHTTPRouteRule{matches: matches}
 			refs, _ := nestedField(rule, "default", "backendRefs").([]any)
 			for _, b := range refs {
 				w, ok := asInt64(nestedField(b, "weight"))
 				if !ok {
 					w = 1 // Kuma's default weight
 				}
-				entry.backends = append(entry.backends, meshRefWt{ref: parseMeshRef(b), weight: w})
+				parsed.backends = append(parsed.backends, meshRefWt{ref: parseMeshRef(b), weight: w})
 			}
+			entry.rules = append(entry.rules, parsed)
 		}
 		r.to = append(r.to, entry)
 	}
@@ -211,59 +259,23 @@ func parseMeshRef(v any) meshRef {
 	return meshRef{kind: str("kind"), name: str("name"), namespace: str("namespace"), sectionName: str("sectionName"), port: port}
 }
 
-// matchesRoot says whether a rule's matches accept the callers' requests, GET /.
-func matchesRoot(matches []any) bool {
-	if len(matches) == 0 {
-		return true
-	}
-	for _, mt := range matches {
-		m, ok := mt.(map[string]any)
+// routeFor returns the split for a request req to apex c if one of the route's targets
+// is c and one of its rules matches req.
+func (r *meshHTTPRoute) routeFor(c serviceRef, services map[types.NamespacedName]*corev1.Service, req request) ([]backendWeight, bool) {
+	for i := range r.to {
+		to := &r.to[i]
+		if !r.refers(to.target, c) {
+			continue
+		}
+		rule, ok := to.rule(req)
 		if !ok {
 			continue
 		}
-		if m["headers"] != nil || m["queryParams"] != nil {
-			continue
-		}
-		if method, _ := m["method"].(string); method != "" && method != "GET" {
-			continue
-		}
-		if pathMatchesRoot(m["path"]) {
-			return true
-		}
-	}
-	return false
-}
-
-func pathMatchesRoot(v any) bool {
-	p, ok := v.(map[string]any)
-	if !ok {
-		return true // no path condition
-	}
-	typ, _ := p["type"].(string)
-	value, _ := p["value"].(string)
-	switch typ {
-	case "PathPrefix":
-		return value == "" || value == "/"
-	case "Exact":
-		return value == "/"
-	case "RegularExpression":
-		re, err := regexp.Compile(value)
-		return err == nil && re.MatchString("/")
-	}
-	return false
-}
-
-// routeFor returns the split for a caller of apex c if one of the route's targets is c.
-func (r *meshHTTPRoute) routeFor(c serviceRef, services map[types.NamespacedName]*corev1.Service) ([]backendWeight, bool) {
-	for _, to := range r.to {
-		if !to.matched || !r.refers(to.target, c) {
-			continue
-		}
-		if len(to.backends) == 0 {
+		if len(rule.backends) == 0 {
 			return []backendWeight{{tag: c.tag, weight: 1}}, true
 		}
-		out := make([]backendWeight, 0, len(to.backends))
-		for _, b := range to.backends {
+		out := make([]backendWeight, 0, len(rule.backends))
+		for _, b := range rule.backends {
 			if tag, ok := r.resolve(b.ref, c, services); ok {
 				out = append(out, backendWeight{tag: tag, weight: b.weight})
 			}

@@ -9,6 +9,12 @@
 //	SIM_ERROR_RATE  fraction (0..1, or "10%") of requests answered 500/503; default 0
 //	SIM_LATENCY_MS  latency in milliseconds (or a duration such as "300ms"); default 20
 //
+// Besides the users' plain GET /, an apex may declare callers that send headers (A/B
+// testing matches them; AnnotationCallers), and any Service may be load-tested, called
+// directly whatever the routes say, as Flagger's load tester calls <app>-canary during a
+// blue/green analysis (AnnotationLoadTest). Each caller's counts are kept apart
+// (CallerSnapshot, UserSnapshot).
+//
 // Counting is deterministic: fractions of requests and errors carry over from tick to tick,
 // so a pod with SIM_ERROR_RATE=0.1 fails exactly one request in ten. The callers' Envoy
 // stats are served on /metrics in Prometheus text format, named and labelled as Kuma's
@@ -101,7 +107,7 @@ type Simulator struct {
 	// mu guards the traffic state below; ticks write it, Snapshot reads it.
 	mu      sync.Mutex
 	last    time.Time
-	rpsAcc  int64 // remainder of caller requests, in milli-requests x nanoseconds
+	rpsAcc  map[string]int64 // per call key: remainder of requests, in milli-requests x nanoseconds
 	callers map[string]*callerState
 	series  map[seriesKey]*seriesState
 }
@@ -181,6 +187,7 @@ func newSimulator(opts Options, separateRoutes bool) *Simulator {
 		done:    make(chan struct{}),
 		last:    opts.Clock.Now(),
 		callers: map[string]*callerState{},
+		rpsAcc:  map[string]int64{},
 		series:  map[seriesKey]*seriesState{},
 	}
 	// TrafficRoutes live where the mesh control plane is (the Global CP in multi-zone);
@@ -202,10 +209,29 @@ func (s *Simulator) Done() <-chan struct{} { return s.done }
 // Snapshot returns the requests counted so far per Envoy cluster name
 // (<svc>_<ns>_svc_<port>), summed over callers.
 func (s *Simulator) Snapshot() map[string]Counts {
+	return s.snapshot(func(string) bool { return true })
+}
+
+// CallerSnapshot is Snapshot for one caller: CallerUsers, CallerLoadTester or a name of
+// AnnotationCallers.
+func (s *Simulator) CallerSnapshot(caller string) map[string]Counts {
+	return s.snapshot(func(c string) bool { return c == caller })
+}
+
+// UserSnapshot is Snapshot without the load tester: what the users and the extra callers
+// of the apexes sent, the requests a route decides.
+func (s *Simulator) UserSnapshot() map[string]Counts {
+	return s.snapshot(func(c string) bool { return c != CallerLoadTester })
+}
+
+func (s *Simulator) snapshot(keep func(caller string) bool) map[string]Counts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]Counts{}
 	for k, st := range s.series {
+		if !keep(k.caller) {
+			continue
+		}
 		c := out[k.cluster]
 		c.Requests += st.counts.Requests
 		c.Errors += st.counts.Errors
@@ -251,27 +277,34 @@ func (s *Simulator) step(ctx context.Context) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.dueRequests(now)
+	dt := s.elapsed(now)
 	for _, c := range m.plan() {
-		s.send(logr.FromContextOrDiscard(ctx), now, m, c, n)
+		s.send(logr.FromContextOrDiscard(ctx), now, m, c, s.dueRequests(c, dt))
 	}
 	return nil
 }
 
-// dueRequests is how many requests each caller sends for the time since the last step.
-func (s *Simulator) dueRequests(now time.Time) int64 {
+// elapsed is the time the step accounts for since the last one, at most maxStep.
+func (s *Simulator) elapsed(now time.Time) time.Duration {
 	dt := now.Sub(s.last)
 	s.last = now
+	return min(max(dt, 0), maxStep)
+}
+
+// dueRequests is how many requests caller c sends for dt, at its rate (the simulator's
+// RPS unless the caller has its own); the fraction left carries over to the next step.
+func (s *Simulator) dueRequests(c call, dt time.Duration) int64 {
 	if dt <= 0 {
 		return 0
 	}
-	if dt > maxStep {
-		dt = maxStep
+	rps := s.opts.RPS
+	if c.caller.rps > 0 {
+		rps = c.caller.rps
 	}
 	const unit = int64(time.Second/time.Nanosecond) * 1000 // milli-requests x ns per request
-	s.rpsAcc += int64(s.opts.RPS*1000+0.5) * dt.Nanoseconds()
-	n := s.rpsAcc / unit
-	s.rpsAcc -= n * unit
+	acc := s.rpsAcc[c.key()] + int64(rps*1000+0.5)*dt.Nanoseconds()
+	n := acc / unit
+	s.rpsAcc[c.key()] = acc - n*unit
 	return n
 }
 

@@ -45,6 +45,8 @@ type scenario struct {
 	noApexPods   bool
 	extraObjects []client.Object
 	routes       []*unstructured.Unstructured
+	// objectsOverride, when set, is the objects as a test edited them.
+	objectsOverride []client.Object
 }
 
 func (sc scenario) objects() []client.Object {

@@ -12,11 +12,14 @@ import (
 // once (the sandbox scrapes each second). Requests are held back, not lost.
 const warmUp = time.Second
 
-// seriesKey is one caller namespace's view of one Envoy cluster.
+// seriesKey is one caller's view of one Envoy cluster. The exposed series are the
+// namespace's (callers of a namespace share them, as Kuma's per-namespace view does);
+// caller keeps the counts of each apart for CallerSnapshot.
 type seriesKey struct {
 	cluster   string
 	namespace string
 	mesh      string
+	caller    string
 }
 
 type seriesState struct {
@@ -41,7 +44,7 @@ type callerState struct {
 func (s *Simulator) send(logger logr.Logger, now time.Time, m *mesh, c call, n int64) {
 	keys := make([]seriesKey, len(c.split))
 	for i, b := range c.split {
-		keys[i] = seriesKey{cluster: b.tag, namespace: c.apex.namespace, mesh: c.mesh}
+		keys[i] = seriesKey{cluster: b.tag, namespace: c.apex.namespace, mesh: c.mesh, caller: c.caller.name}
 		if s.series[keys[i]] == nil {
 			s.series[keys[i]] = s.newSeries(keys[i], now)
 			logger.V(1).Info("Envoy cluster appeared", "caller", c.apex.tag, "cluster", b.tag)
@@ -68,11 +71,11 @@ func (s *Simulator) newSeries(k seriesKey, now time.Time) *seriesState {
 // share, whole requests go out now, and the requests left over by rounding go to the
 // entries owed the most. Sum of owed stays 0, so no request is lost or invented.
 func (s *Simulator) distribute(c call, n int64) []int64 {
-	st := s.callers[c.apex.tag]
+	st := s.callers[c.key()]
 	if st == nil || !sameSplit(st.split, c.split) {
 		// New weights start afresh; the carried fractions were shares of the old ones.
 		st = &callerState{split: c.split, owed: make([]int64, len(c.split))}
-		s.callers[c.apex.tag] = st
+		s.callers[c.key()] = st
 	}
 	out := make([]int64, len(c.split))
 	var total int64

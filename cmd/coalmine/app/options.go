@@ -32,6 +32,8 @@ type Options struct {
 
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
+	// WebAddress serves the read-only web view (webview) when set; empty = off.
+	WebAddress string
 	LeaderElect            bool
 	// LeaderElectionID names the Lease; two coalmines in one cluster need different ones.
 	LeaderElectionID string
@@ -90,6 +92,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "Path to a kubeconfig of the local cluster; empty uses in-cluster config or $KUBECONFIG.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the /metrics endpoint; 0 disables it.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	fs.StringVar(&o.WebAddress, "web-address", "", "Address of the read-only web view (Canaries and their live timeline), e.g. 127.0.0.1:9898 for kubectl port-forward; empty = off.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so only one replica runs the progression loop (every replica serves admission).")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "coalmine.coalmine.dev", "Name of the leader-election Lease.")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "Port of the HTTPS admission server.")

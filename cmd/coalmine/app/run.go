@@ -27,12 +27,14 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/canarywatch"
 	"github.com/coalmine-dev/coalmine/certs"
 	"github.com/coalmine-dev/coalmine/rollout"
 	"github.com/coalmine-dev/coalmine/rollout/alerts"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/router"
 	"github.com/coalmine-dev/coalmine/webhook"
+	"github.com/coalmine-dev/coalmine/webview"
 )
 
 // Names of coalmine's own objects, shared with the shipped manifests.
@@ -165,6 +167,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up progression loop: %w", err)
+	}
+	// The Canaries' history (web view) and the metrics the dashboard and alerts derive
+	// from their status; the web view itself only when asked for.
+	watch := canarywatch.New(mgr.GetCache(), canarywatch.Options{Elected: mgr.Elected()})
+	if err := mgr.Add(watch); err != nil {
+		return fmt.Errorf("add Canary watcher: %w", err)
+	}
+	if o.WebAddress != "" {
+		if err := mgr.Add(webview.New(o.WebAddress, mgr.GetCache(), watch)); err != nil {
+			return fmt.Errorf("add web view: %w", err)
+		}
 	}
 	optIn := &rollout.OptInReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("coalmine")}
 	if err := optIn.SetupWithManager(mgr); err != nil {

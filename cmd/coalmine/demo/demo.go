@@ -13,12 +13,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
-	promapi "github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
-	"github.com/prometheus/common/model"
 	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -145,12 +143,22 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	}
 	runCtx, stopAll := context.WithCancel(ctx)
 	defer stopAll()
-	in, err := StartCoalmine(runCtx, sb, port, nil)
+	metricsAddr, webAddr, err := freeAddrs()
+	if err != nil {
+		return out, err
+	}
+	in, err := StartCoalmine(runCtx, sb, port, func(o *app.Options) {
+		o.MetricsBindAddress, o.WebAddress = metricsAddr, webAddr
+	})
 	if err != nil {
 		return out, err
 	}
 	defer in.Stop()
+	if err := sb.AddScrapeTarget(ctx, "coalmine", metricsAddr); err != nil {
+		return out, fmt.Errorf("scrape coalmine's metrics: %w", err)
+	}
 	say("   coalmine running as %s, webhooks on https://127.0.0.1:%d", Username, port)
+	say("   web view (read-only, live): http://%s/canaries/%s/%s ; its /metrics scraped by the zone Prometheus", webAddr, AppNamespace, AppName)
 
 	c, err := client.New(sb.Config, client.Options{Scheme: app.NewScheme()})
 	if err != nil {
@@ -186,17 +194,13 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	}
 	say("   Canary initialised: Services alice, alice-primary, alice-canary; TrafficRoute alice.%s on mesh %s at 100%% primary", AppNamespace, MeshName)
 
-	prom, err := newMetricsReader(sb.PrometheusURL)
-	if err != nil {
-		return out, err
-	}
 	tl := &Timeline{SuccessThreshold: 99, LatencyThreshold: 500}
 	printer := &Printer{Plain: cfg.Plain, Threshold: 5}
 
 	say("\n== release 1.1.0 (good): applied the way Flux does (server-side apply)")
 	start := time.Now()
 	good := Release{Image: "ghcr.example/alice:1.1.0", LatencyMs: 40}
-	st, err := ship(ctx, c, prom, tl, printer, w, "good", good, v1beta1.PhaseSucceeded, cfg.Timeout)
+	st, err := ship(ctx, c, tl, printer, w, "good", good, v1beta1.PhaseSucceeded, cfg.Timeout)
 	out.GoodDuration = time.Since(start)
 	if err != nil {
 		return out, err
@@ -210,7 +214,7 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	say("\n== release 1.2.0 (bad: 20%% of requests fail)")
 	start = time.Now()
 	bad := Release{Image: "ghcr.example/alice:1.2.0", ErrorRate: 0.2, LatencyMs: 40}
-	st, err = ship(ctx, c, prom, tl, printer, w, "bad", bad, v1beta1.PhaseFailed, cfg.Timeout)
+	st, err = ship(ctx, c, tl, printer, w, "bad", bad, v1beta1.PhaseFailed, cfg.Timeout)
 	out.BadDuration = time.Since(start)
 	if err != nil {
 		return out, err
@@ -249,10 +253,13 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 		say("\n== sandbox kept running")
 		say("   export KUBECONFIG=%s", sb.KubeconfigPath)
 		say("   stop it with: kill -INT %d   (or Ctrl-C here)", os.Getpid())
+		say("   web view: http://%s/   main Prometheus (the Grafana dashboard's queries work there): %s", webAddr, sb.PrometheusURL)
 		<-ctx.Done()
-		in.Stop()
+		stopped := time.Now()
+		_ = in.Stop()
 		stopAll()
 		_ = sb.Stop()
+		say("   stopped in %.1fs", time.Since(stopped).Seconds())
 	}
 	if !out.GoodPromoted || !out.BadRolledBack {
 		return out, errors.New("expected the good release promoted and the bad one rolled back")
@@ -396,7 +403,7 @@ func createMeshNamespace(ctx context.Context, c client.Client) error {
 }
 
 // ship applies a release and follows the Canary until it reaches want (or the other end).
-func ship(ctx context.Context, c client.Client, prom *metricsReader, tl *Timeline, p *Printer, w io.Writer,
+func ship(ctx context.Context, c client.Client, tl *Timeline, p *Printer, w io.Writer,
 	label string, r Release, want v1beta1.CanaryPhase, timeout time.Duration) (v1beta1.CanaryStatus, error) {
 	if err := ApplyDeployment(ctx, c, r); err != nil {
 		return v1beta1.CanaryStatus{}, err
@@ -415,8 +422,7 @@ func ship(ctx context.Context, c client.Client, prom *metricsReader, tl *Timelin
 		if st.Phase == v1beta1.PhaseProgressing || st.Phase == v1beta1.PhasePromoting || st.Phase == v1beta1.PhaseFinalising {
 			started = true
 		}
-		succ, p99 := prom.canaryMetrics(ctx)
-		s := Sample{At: time.Now(), Release: label, Phase: string(st.Phase), Weight: st.CanaryWeight, Failed: st.FailedChecks, SuccessRate: succ, P99: p99}
+		s := sampleOf(label, st, time.Now())
 		if started {
 			tl.Add(s)
 			if p.Changed(s) {
@@ -457,37 +463,38 @@ func waitPhase(ctx context.Context, c client.Client, timeout time.Duration, phas
 	}
 }
 
-// metricsReader asks Prometheus the seed's two queries for the canary, for display only;
-// the decisions are coalmine's.
-type metricsReader struct{ api promv1.API }
-
-func newMetricsReader(addr string) (*metricsReader, error) {
-	c, err := promapi.NewClient(promapi.Config{Address: addr})
-	if err != nil {
-		return nil, fmt.Errorf("create Prometheus client: %w", err)
+// sampleOf is the Canary's state as the demo shows it: the weight, phase and failed
+// checks, and the success rate and p99 the analysis last measured (the Canary's
+// status.metrics), so every line and the picture show the values the decisions used.
+func sampleOf(label string, st v1beta1.CanaryStatus, at time.Time) Sample {
+	s := Sample{At: at, Release: label, Phase: string(st.Phase), Weight: st.CanaryWeight, Failed: st.FailedChecks,
+		SuccessRate: math.NaN(), P99: math.NaN()}
+	for _, m := range st.Metrics {
+		v, err := strconv.ParseFloat(m.Value, 64)
+		if err != nil {
+			v = math.NaN()
+		}
+		switch m.Name {
+		case v1beta1.MetricRequestSuccessRate:
+			s.SuccessRate, s.SuccessOutcome = v, string(m.Outcome)
+		case v1beta1.MetricRequestDuration:
+			s.P99, s.P99Outcome = v, string(m.Outcome)
+		}
 	}
-	return &metricsReader{api: promv1.NewAPI(c)}, nil
+	return s
 }
 
-func (m *metricsReader) canaryMetrics(ctx context.Context) (success, p99 float64) {
-	sel := fmt.Sprintf(`envoy_cluster_name=~"%s-canary_%s_svc_[0-9a-zA-Z-]+"`, AppName, AppNamespace)
-	success = m.scalar(ctx, fmt.Sprintf(`sum(rate(envoy_cluster_upstream_rq{%s,envoy_response_code!~"5.*"}[30s])) / sum(rate(envoy_cluster_upstream_rq{%s}[30s])) * 100`, sel, sel))
-	p99 = m.scalar(ctx, fmt.Sprintf(`histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{%s}[30s])) by (le))`, sel))
-	return success, p99
-}
-
-func (m *metricsReader) scalar(ctx context.Context, q string) float64 {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	v, _, _, err := m.api.Query(ctx, q, time.Now())
+// freeAddrs are two loopback addresses for coalmine's /metrics and its web view.
+func freeAddrs() (metrics, web string, err error) {
+	m, err := FreePort()
 	if err != nil {
-		return math.NaN()
+		return "", "", err
 	}
-	vec, ok := v.(model.Vector)
-	if !ok || len(vec) == 0 {
-		return math.NaN()
+	w, err := FreePort()
+	if err != nil {
+		return "", "", err
 	}
-	return float64(vec[0].Value)
+	return "127.0.0.1:" + strconv.Itoa(m), "127.0.0.1:" + strconv.Itoa(w), nil
 }
 
 func isTerminal(f *os.File) bool {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,9 @@ type Instance struct {
 	Options app.Options
 	cancel  context.CancelFunc
 	done    chan error
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Install puts what the shipped manifests would create into the sandbox: the namespace,
@@ -132,18 +136,21 @@ func StartCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mu
 	return in, nil
 }
 
-// Stop cancels coalmine and waits for it to return.
+// Stop cancels coalmine and waits for it to return. Stopping again returns at once with
+// the first call's result (a second wait on the run's result would wait for nothing).
 func (in *Instance) Stop() error {
-	in.cancel()
-	select {
-	case err := <-in.done:
-		if errors.Is(err, context.Canceled) {
-			return nil
+	in.stopOnce.Do(func() {
+		in.cancel()
+		select {
+		case err := <-in.done:
+			if !errors.Is(err, context.Canceled) {
+				in.stopErr = err
+			}
+		case <-time.After(30 * time.Second):
+			in.stopErr = errors.New("coalmine did not stop within 30s")
 		}
-		return err
-	case <-time.After(30 * time.Second):
-		return errors.New("coalmine did not stop within 30s")
-	}
+	})
+	return in.stopErr
 }
 
 // FreePort asks the kernel for an unused loopback port.

@@ -11,13 +11,18 @@ import (
 
 // Sample is the state of one rollout at one moment, as the demo saw it.
 type Sample struct {
-	At          time.Time
-	Release     string // "good" or "bad"
-	Phase       string
-	Weight      int
-	SuccessRate float64 // percent; NaN when unknown
-	P99         float64 // milliseconds; NaN when unknown
-	Failed      int
+	At      time.Time
+	Release string // "good" or "bad"
+	Phase   string
+	Weight  int
+	// SuccessRate and P99 are the values of request-success-rate (percent) and
+	// request-duration (ms) the analysis last measured, from the Canary's status; NaN
+	// when it had none, the outcome then says why.
+	SuccessRate    float64
+	P99            float64
+	SuccessOutcome string
+	P99Outcome     string
+	Failed         int
 }
 
 // Timeline is what the demo recorded, in order.
@@ -28,7 +33,7 @@ type Timeline struct {
 	LatencyThreshold float64
 }
 
-// Add records s unless nothing visible changed since the last sample.
+// Add records s.
 func (t *Timeline) Add(s Sample) {
 	t.Samples = append(t.Samples, s)
 }
@@ -65,13 +70,16 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 	if span <= 0 {
 		span = 1
 	}
-	plotW := float64(svgWidth - marginLeft - 120) // room for the last phase label
+	plotW := float64(svgWidth - marginLeft - 20)
 	x := func(at time.Time) float64 { return marginLeft + at.Sub(start).Seconds()/span*plotW }
 
-	maxP99 := t.LatencyThreshold * 1.5
+	maxP99, minSuccess := t.LatencyThreshold*1.5, 80.0
 	for _, s := range t.Samples {
 		if !math.IsNaN(s.P99) && s.P99 > maxP99 {
 			maxP99 = s.P99 * 1.1
+		}
+		if !math.IsNaN(s.SuccessRate) && s.SuccessRate < minSuccess {
+			minSuccess = math.Floor(s.SuccessRate/10) * 10
 		}
 	}
 	type panel struct {
@@ -83,10 +91,14 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 	}
 	panels := []panel{
 		{"canary weight (%)", 0, 100, func(s Sample) float64 { return float64(s.Weight) }, math.NaN(), "#d9480f"},
-		{"canary success rate (%)", 80, 100, func(s Sample) float64 { return s.SuccessRate }, t.SuccessThreshold, "#2b8a3e"},
-		{"canary p99 latency (ms)", 0, maxP99, func(s Sample) float64 { return s.P99 }, t.LatencyThreshold, "#1971c2"},
+		{"canary success rate (%), as the analysis measured it", minSuccess, 100, func(s Sample) float64 { return s.SuccessRate }, t.SuccessThreshold, "#2b8a3e"},
+		{"canary p99 latency (ms), as the analysis measured it", 0, maxP99, func(s Sample) float64 { return s.P99 }, t.LatencyThreshold, "#1971c2"},
 	}
-	height := marginTop + len(panels)*(panelH+panelGap) + 60
+	rows := 0
+	for _, l := range layoutLabels(t.Transitions(), x, 0, svgWidth-4) {
+		rows = max(rows, l.Row+1)
+	}
+	height := marginTop + len(panels)*(panelH+panelGap) + rows*labelRowH + 30
 
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", svgWidth, height)
@@ -128,13 +140,15 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 		}
 		flush()
 	}
-	// Phase changes: a vertical line through every panel and the phase name on top.
+	// Phase changes: a vertical line through every panel, ending above the labels so it
+	// crosses none; each label under the panels in the first row where it overlaps no
+	// other label, starting where its line is (or ending at the right edge).
 	bottom := float64(marginTop + len(panels)*(panelH+panelGap) - panelGap)
-	for k, s := range t.Transitions() {
-		xs := x(s.At)
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%.0f" stroke="#868e96" stroke-dasharray="2 3"/>`+"\n", xs, xs, marginTop, bottom)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="10" transform="rotate(30 %.1f %.0f)" fill="#495057">%s %s</text>`+"\n",
-			xs+2, bottom+12+float64(k%2)*10, xs+2, bottom+12+float64(k%2)*10, html.EscapeString(s.Release), html.EscapeString(s.Phase))
+	labels := layoutLabels(t.Transitions(), x, bottom+14, svgWidth-4)
+	for _, l := range labels {
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%.0f" stroke="#868e96" stroke-dasharray="2 3"/>`+"\n", l.At, l.At, marginTop, bottom+3)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="%d" fill="#495057" class="phase-label">%s</text>`+"\n",
+			l.X, l.Y, labelFontSize, html.EscapeString(l.Text))
 	}
 	// Time axis: seconds since the first sample.
 	for _, frac := range []float64{0, 0.25, 0.5, 0.75, 1} {
@@ -144,4 +158,49 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// Phase labels: font size, the height of a row of them, and the width of a character
+// (generous for a sans-serif at that size, so estimated boxes never undercut real ones).
+const (
+	labelFontSize = 10
+	labelRowH     = 13
+	labelCharW    = 6.5
+)
+
+// placedLabel is a phase label where layoutLabels put it: its box is [X, X+W] on row Row
+// (baseline Y); At is the time's x, where its line is drawn.
+type placedLabel struct {
+	Text    string
+	At      float64
+	X, W, Y float64
+	Row     int
+}
+
+// layoutLabels places one label per transition at its time (moved left when it would
+// pass right), in the first row where it overlaps no other label: labels never overlap,
+// however close the phase changes are.
+func layoutLabels(transitions []Sample, x func(time.Time) float64, top, right float64) []placedLabel {
+	var ends []float64 // per row, where its last label ends
+	var out []placedLabel
+	for _, s := range transitions {
+		text := s.Release + " " + s.Phase
+		w := float64(len(text))*labelCharW + 6
+		at := x(s.At)
+		left := math.Min(at, right-w)
+		row := -1
+		for r, end := range ends {
+			if end <= left {
+				row = r
+				break
+			}
+		}
+		if row < 0 {
+			row = len(ends)
+			ends = append(ends, 0)
+		}
+		ends[row] = left + w
+		out = append(out, placedLabel{Text: text, At: at, X: left, W: w, Y: top + float64(row)*labelRowH, Row: row})
+	}
+	return out
 }

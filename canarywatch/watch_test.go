@@ -1,0 +1,269 @@
+package canarywatch
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func newClock() *fakeClock                   { return &fakeClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)} }
+func f(v float64) *float64                   { return &v }
+func mt(t time.Time) *metav1.Time            { return &metav1.Time{Time: t} }
+
+func seedCanary(name string) *v1beta1.Canary {
+	return &v1beta1.Canary{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name},
+		Spec: v1beta1.CanarySpec{
+			TargetRef: v1beta1.LocalObjectReference{Name: name},
+			Service:   v1beta1.CanaryService{Port: 8080},
+			Analysis: &v1beta1.CanaryAnalysis{
+				Threshold: 5,
+				Metrics: []v1beta1.CanaryMetric{
+					{Name: v1beta1.MetricRequestSuccessRate, Threshold: 99},
+					{Name: v1beta1.MetricRequestDuration, Threshold: 500},
+					{Name: "errors", ThresholdRange: &v1beta1.CanaryThresholdRange{Min: f(1), Max: f(2)}, TemplateRef: &v1beta1.CrossNamespaceObjectReference{Name: "t"}},
+				},
+			},
+		},
+		Status: v1beta1.CanaryStatus{Phase: v1beta1.PhaseInitialized},
+	}
+}
+
+// startedWatcher runs a watcher (exporting at once) until the test ends.
+func startedWatcher(t *testing.T, clk *fakeClock) *Watcher {
+	t.Helper()
+	w := New(&informertest.FakeInformers{}, Options{Now: clk.now})
+	w.startExporting()
+	return w
+}
+
+func TestHistoryTakesASampleWhenTheStatusChanges(t *testing.T) {
+	clk := newClock()
+	w := New(&informertest.FakeInformers{}, Options{Now: clk.now, MaxSamples: 3})
+	c := seedCanary("history")
+	w.Observe(c)
+	clk.advance(time.Second)
+	w.Observe(c.DeepCopy()) // nothing visible changed
+	c.Status.Phase, c.Status.CanaryWeight = v1beta1.PhaseProgressing, 5
+	c.Status.Metrics = []v1beta1.MetricStatus{
+		{Name: v1beta1.MetricRequestSuccessRate, Value: "97.125", Outcome: v1beta1.MetricFailed, LastCheckTime: mt(clk.t)},
+		{Name: v1beta1.MetricRequestDuration, Outcome: v1beta1.MetricNoData},
+	}
+	w.Observe(c)
+	h, ok := w.History("apps", "history")
+	if !ok || len(h.Samples) != 2 {
+		t.Fatalf("history %+v, want 2 samples (Initialized, Progressing at 5%%)", h)
+	}
+	s := h.Samples[1]
+	if s.Weight != 5 || s.Phase != "Progressing" || s.Metrics[0].Value == nil || *s.Metrics[0].Value != 97.125 || s.Metrics[1].Value != nil {
+		t.Errorf("sample %+v: want weight 5, success 97.125 (the status's value), no duration value", s)
+	}
+	if h.Threshold != 5 || len(h.Thresholds) != 3 || *h.Thresholds[0].Min != 99 || *h.Thresholds[1].Max != 500 ||
+		*h.Thresholds[2].Min != 1 || *h.Thresholds[2].Max != 2 {
+		t.Errorf("thresholds %+v / %d, want success >= 99, duration <= 500, errors in [1, 2], threshold 5", h.Thresholds, h.Threshold)
+	}
+	for w2 := 10; w2 <= 30; w2 += 5 {
+		c.Status.CanaryWeight = w2
+		w.Observe(c)
+	}
+	h, _ = w.History("apps", "history")
+	if len(h.Samples) != 3 || h.Samples[2].Weight != 30 || h.Samples[0].Weight != 20 {
+		t.Errorf("history keeps %d samples from weight %d, want the last 3 (20..30)", len(h.Samples), h.Samples[0].Weight)
+	}
+	w.Forget("apps", "history")
+	if _, ok := w.History("apps", "history"); ok {
+		t.Error("a forgotten Canary still has a history")
+	}
+}
+
+func TestCountersCountPromotionsAndRollbacks(t *testing.T) {
+	clk := newClock()
+	w := startedWatcher(t, clk)
+	c := seedCanary("outcomes")
+	w.Observe(c)
+	if got := value(promotions.WithLabelValues("outcomes", "apps")); got != 0 {
+		t.Fatalf("promotions %v before any, want the series at 0", got)
+	}
+	for _, step := range []struct {
+		phase    v1beta1.CanaryPhase
+		promoted string
+	}{
+		{v1beta1.PhaseProgressing, ""}, {v1beta1.PhasePromoting, ""}, {v1beta1.PhaseFinalising, ""},
+		{v1beta1.PhaseSucceeded, "r1"},                                // promoted
+		{v1beta1.PhaseProgressing, "r1"}, {v1beta1.PhaseFailed, "r1"}, // rolled back
+		{v1beta1.PhaseSucceeded, "r1"}, // a revert: nothing promoted
+		{v1beta1.PhaseProgressing, "r1"}, {v1beta1.PhaseWaitingPromotion, "r1"}, {v1beta1.PhasePromoting, "r1"},
+		{v1beta1.PhaseSucceeded, "r3"}, // promoted
+	} {
+		c = c.DeepCopy()
+		c.Status.Phase, c.Status.LastPromotedRevision = step.phase, step.promoted
+		w.Observe(c)
+	}
+	if p, r := value(promotions.WithLabelValues("outcomes", "apps")), value(rollbacks.WithLabelValues("outcomes", "apps")); p != 2 || r != 1 {
+		t.Errorf("promotions %v rollbacks %v, want 2 and 1 (a revert is neither)", p, r)
+	}
+}
+
+func TestProgressClockMovesWithPhaseAndWeightOnly(t *testing.T) {
+	clk := newClock()
+	w := startedWatcher(t, clk)
+	c := seedCanary("progress")
+	c.Status.Phase, c.Status.CanaryWeight = v1beta1.PhaseProgressing, 10
+	c.Status.LastTransitionTime = mt(clk.t.Add(-time.Hour))
+	c.Status.LastStepTime = mt(clk.t.Add(-time.Minute))
+	w.Observe(c) // first sight: its last step, not now and not the old transition
+	want := float64(clk.t.Add(-time.Minute).Unix())
+	if got := value(lastProgress.WithLabelValues("progress", "apps")); got != want {
+		t.Errorf("first progress %v, want the last step %v", got, want)
+	}
+	clk.advance(30 * time.Second)
+	c = c.DeepCopy()
+	c.Status.FailedChecks = 1 // an analysis ran, nothing moved
+	w.Observe(c)
+	if got := value(lastProgress.WithLabelValues("progress", "apps")); got != want {
+		t.Errorf("progress moved to %v on a failed check, want %v", got, want)
+	}
+	c = c.DeepCopy()
+	c.Status.CanaryWeight = 15
+	w.Observe(c)
+	if got := value(lastProgress.WithLabelValues("progress", "apps")); got != float64(clk.t.Unix()) {
+		t.Errorf("progress %v after a step, want now %v", got, clk.t.Unix())
+	}
+	if got := value(progressDeadline.WithLabelValues("progress", "apps")); got != 600 {
+		t.Errorf("deadline %v, want the default 600", got)
+	}
+	if got := value(failedChecks.WithLabelValues("progress", "apps")); got != 1 {
+		t.Errorf("failed checks %v, want 1", got)
+	}
+}
+
+func TestThresholdSeriesFollowTheSpec(t *testing.T) {
+	w := startedWatcher(t, newClock())
+	c := seedCanary("thresholds")
+	w.Observe(c)
+	if got := value(analysisThreshold.WithLabelValues("thresholds", "apps", "request-success-rate", "min")); got != 99 {
+		t.Errorf("success-rate min %v, want 99", got)
+	}
+	c = c.DeepCopy()
+	c.Spec.Analysis.Metrics = c.Spec.Analysis.Metrics[:1]
+	c.Spec.Service.Name = "apex"
+	w.Observe(c)
+	out := gather(t)
+	if strings.Contains(out, `coalmine_canary_analysis_threshold{bound="max",metric="request-duration",name="thresholds"`) {
+		t.Error("the threshold of a metric removed from the spec is still exported")
+	}
+	if !strings.Contains(out, `coalmine_canary_info{name="thresholds",namespace="apps",service="apex",target="thresholds"} 1`) ||
+		strings.Contains(out, `name="thresholds",namespace="apps",service="thresholds"`) {
+		t.Errorf("info series wrong after a service rename:\n%s", grep(out, "coalmine_canary_info"))
+	}
+	w.Forget("apps", "thresholds")
+	if out := gather(t); strings.Contains(out, `name="thresholds"`) {
+		t.Errorf("series of a deleted Canary remain:\n%s", grep(out, `name="thresholds"`))
+	}
+}
+
+// TestStartExportsOnlyOnceElected runs the watcher on a fake informer: it keeps a
+// history from the start, but has no series until the replica leads, and none after it
+// stops.
+func TestStartExportsOnlyOnceElected(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1beta1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	informers := &informertest.FakeInformers{Scheme: scheme}
+	elected := make(chan struct{})
+	w := New(informers, Options{Elected: elected})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Start(ctx) }()
+	fi, err := informers.FakeInformerFor(ctx, &v1beta1.Canary{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := seedCanary("elected")
+	waitFor(t, func() bool { // until Start has registered its handler
+		fi.Add(c)
+		_, ok := w.History("apps", "elected")
+		return ok
+	})
+	if strings.Contains(gather(t), `name="elected"`) {
+		t.Fatal("series exported before the replica leads")
+	}
+	close(elected)
+	waitFor(t, func() bool {
+		return strings.Contains(gather(t), `coalmine_canary_failed_checks{name="elected",namespace="apps"} 0`)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(gather(t), `name="elected"`) {
+		t.Error("series left after the watcher stopped")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5s")
+}
+
+// value is the current value of one gauge or counter.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// gather is the text exposition of the watcher's series.
+func gather(t *testing.T) string {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	for _, v := range allVecs {
+		reg.MustRegister(v)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range families {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

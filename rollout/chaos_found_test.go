@@ -1,0 +1,141 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// reconcileMayFail is reconcileOnce for passes expected to fail (an unreachable router).
+func (e *env) reconcileMayFail() error {
+	e.t.Helper()
+	e.kube()
+	e.inReconcile = true
+	before := e.router.writes
+	_, err := e.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: e.key})
+	e.writes += e.router.writes - before
+	e.inReconcile = false
+	e.drainEvents()
+	return err
+}
+
+// Scenarios found by the chaos run (e2e/chaos, issue 11), one test per violation, written
+// before the fix.
+
+// I3, seed 276177455: the Canary of a TrafficRoute app was deleted mid-analysis (canary at
+// 10%) while the Global CP's apiserver was down. finalize deleted the canary Deployment
+// before it could set the route to primary, so the route kept sending 10% of the traffic
+// to a canary with no pods for the whole outage (and for good if the control plane had
+// not come back within the clean-up deadline). Traffic first: the canary Deployment stays
+// while the route that still gives it weight cannot be changed, and goes once the route
+// is on primary (or at the clean-up deadline, when the route is left behind anyway).
+func TestChaosFoundCanaryKeptWhileUnreachableRouteGivesItWeight(t *testing.T) {
+	setUp := func(t *testing.T) (*env, time.Time) {
+		e := newEnv(t, seedCanary(), targetDeployment())
+		e.settle()
+		e.ship("alice:2")
+		e.runUntil("weight 10", weightIs(10))
+		down := errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+		e.router.err, e.router.deleteErr = down, down
+		deleted := e.deleteCanary()
+		e.clock.SetTime(deleted)
+		e.reconcileOnce()
+		if d := e.target(); d.Spec.Paused || d.Labels[v1beta1.LabelManaged] != "" {
+			t.Errorf("target paused=%v labels %v, want it given back first", d.Spec.Paused, d.Labels)
+		}
+		return e, deleted
+	}
+	keptWhileWeighted := func(t *testing.T, e *env, when string) {
+		t.Helper()
+		w, found := e.router.weight("alice")
+		if !found || w != 10 {
+			t.Fatalf("%s: route weight %d (found %v), want the 10%% the unreachable control plane still has", when, w, found)
+		}
+		if _, ok := e.deployment("alice-canary"); !ok {
+			t.Errorf("%s: canary Deployment deleted while the route sends it %d%% of the traffic", when, w)
+		}
+	}
+
+	t.Run("control plane back", func(t *testing.T) {
+		e, deleted := setUp(t)
+		keptWhileWeighted(t, e, "first finalize pass")
+		e.clock.SetTime(deleted.Add(time.Minute))
+		e.settle()
+		keptWhileWeighted(t, e, "a minute into the outage")
+
+		e.router.err, e.router.deleteErr = nil, nil
+		e.clock.SetTime(deleted.Add(70 * time.Second))
+		e.settle()
+		if e.exists() {
+			t.Fatalf("Canary still there once the control plane is back: %+v", e.canary().Status)
+		}
+		if _, found := e.router.weight("alice"); found {
+			t.Error("route not deleted once the control plane is back")
+		}
+		if _, ok := e.deployment("alice-canary"); ok {
+			t.Error("canary Deployment left after the finalizer went")
+		}
+	})
+
+	t.Run("deadline", func(t *testing.T) {
+		e, deleted := setUp(t)
+		e.clock.SetTime(deleted.Add(routeCleanupDeadline))
+		e.settle()
+		if e.exists() {
+			t.Fatal("Canary still there at the clean-up deadline")
+		}
+		if _, ok := e.deployment("alice-canary"); ok {
+			t.Error("canary Deployment left after the finalizer went at the deadline")
+		}
+		if n := len(e.eventsWith(ReasonRouteLeftOver)); n != 1 {
+			t.Errorf("%d RouteLeftBehind events, want 1", n)
+		}
+	})
+}
+
+// I2, seed 276177455: a bad release (50% errors) of a TrafficRoute app was promoted. It
+// arrived mid-analysis just before an outage of the Global CP; the loop recorded each
+// step (10, 20, 30%) and analysed the next interval although the route on the unreachable
+// control plane stayed at 0%, so the canary got no request at any step, the checks read
+// the previous canary's samples still in the metric window, passed, and the release was
+// promoted. A step is analysed only once the route carries its weight; the interval
+// starts when it does.
+func TestChaosFoundNoAnalysisWhileTheRouteMissesItsWeight(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.settle()
+	e.ship("alice:2")
+	e.runUntil("weight 10", weightIs(10))
+	calls := e.analyzer.calls
+	e.router.err = errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+	for i := 0; i < 12; i++ {
+		e.clock.Step(30 * time.Second)
+		for range 3 {
+			_ = e.reconcileMayFail()
+		}
+	}
+	c := e.canary()
+	w, _ := e.router.weight("alice")
+	if c.Status.Phase != v1beta1.PhaseProgressing || c.Status.CanaryWeight > 15 {
+		t.Errorf("after 12 intervals with the route stuck at %d%%: phase %s at weight %d, want Progressing at most one step ahead",
+			w, c.Status.Phase, c.Status.CanaryWeight)
+	}
+	if n := e.analyzer.calls - calls; n > 1 {
+		t.Errorf("%d analyses while the route stayed at %d%%, want at most the one that decided the step", n, w)
+	}
+	if n := len(e.eventsWith(ReasonRouteBehind)); n != 1 {
+		t.Errorf("%d %s events during the outage, want 1", n, ReasonRouteBehind)
+	}
+
+	e.router.err = nil
+	e.runUntil("promoted", phaseIs(v1beta1.PhaseSucceeded))
+	want := []int{0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 0}
+	if got := distinct(e.router.history); !slices.Equal(got, want) {
+		t.Errorf("route went through %v, want every step on the route: %v", got, want)
+	}
+}

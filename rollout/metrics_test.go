@@ -1,0 +1,156 @@
+package rollout
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+)
+
+// flaggerFamilies are Flagger's metric names, types and label names (Flagger v1.36.1,
+// pkg/metrics/recorder.go with the subsystem "flagger").
+var flaggerFamilies = map[string]struct {
+	typ    dto.MetricType
+	labels []string
+}{
+	"flagger_canary_status":           {dto.MetricType_GAUGE, []string{"name", "namespace"}},
+	"flagger_canary_weight":           {dto.MetricType_GAUGE, []string{"namespace", "workload"}},
+	"flagger_canary_total":            {dto.MetricType_GAUGE, []string{"namespace"}},
+	"flagger_canary_duration_seconds": {dto.MetricType_HISTOGRAM, []string{"name", "namespace"}},
+	"flagger_canary_metric_analysis":  {dto.MetricType_GAUGE, []string{"metric", "name", "namespace"}},
+}
+
+// scrape reads the manager's /metrics as Prometheus would.
+func scrape(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	srv := httptest.NewServer(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// series finds the series of family with exactly these label values.
+func series(fams map[string]*dto.MetricFamily, family string, labels map[string]string) *dto.Metric {
+	f := fams[family]
+	if f == nil {
+		return nil
+	}
+	for _, m := range f.GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		match := len(got) == len(labels)
+		for k, v := range labels {
+			match = match && got[k] == v
+		}
+		if match {
+			return m
+		}
+	}
+	return nil
+}
+
+// TestFlaggerMetricNames: a rollout exports Flagger's metrics beside coalmine's, with
+// Flagger's names, types, labels and values, so Flagger's alerts and dashboards work.
+func TestFlaggerMetricNames(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.settle()
+	e.ship("alice:2")
+	e.runUntil("weight 10", weightIs(10))
+
+	fams := scrape(t)
+	for name, want := range flaggerFamilies {
+		f := fams[name]
+		if f == nil {
+			t.Errorf("/metrics has no %s", name)
+			continue
+		}
+		if f.GetType() != want.typ {
+			t.Errorf("%s is a %s, Flagger's is a %s", name, f.GetType(), want.typ)
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName())
+			}
+			sort.Strings(labels)
+			if !slices.Equal(labels, want.labels) {
+				t.Errorf("%s has labels %v, Flagger's %v", name, labels, want.labels)
+			}
+		}
+	}
+
+	target := map[string]string{"name": "alice", "namespace": ns}
+	if m := series(fams, "flagger_canary_status", target); m == nil || m.GetGauge().GetValue() != 0 {
+		t.Errorf("flagger_canary_status %v, want 0 (running)", m)
+	}
+	if m := series(fams, "flagger_canary_weight", map[string]string{"workload": "alice", "namespace": ns}); m == nil || m.GetGauge().GetValue() != 10 {
+		t.Errorf("canary flagger_canary_weight %v, want 10", m)
+	}
+	if m := series(fams, "flagger_canary_weight", map[string]string{"workload": "alice-primary", "namespace": ns}); m == nil || m.GetGauge().GetValue() != 90 {
+		t.Errorf("primary flagger_canary_weight %v, want 90", m)
+	}
+	if m := series(fams, "flagger_canary_total", map[string]string{"namespace": ns}); m == nil || m.GetGauge().GetValue() < 1 {
+		t.Errorf("flagger_canary_total %v, want at least 1", m)
+	}
+	if m := series(fams, "flagger_canary_duration_seconds", target); m == nil || m.GetHistogram().GetSampleCount() < 1 {
+		t.Errorf("flagger_canary_duration_seconds %v, want an observation per analysis", m)
+	}
+	for metric, want := range map[string]float64{v1beta1.MetricRequestSuccessRate: 99.9, v1beta1.MetricRequestDuration: 0.12} {
+		l := map[string]string{"name": "alice", "namespace": ns, "metric": metric}
+		if m := series(fams, "flagger_canary_metric_analysis", l); m == nil || m.GetGauge().GetValue() != want {
+			t.Errorf("flagger_canary_metric_analysis{metric=%q} %v, want %v (Flagger's unit)", metric, m, want)
+		}
+	}
+
+	t.Run("name is the target's, status Flagger's encoding, gone with the Canary", func(t *testing.T) {
+		c := &v1beta1.Canary{ObjectMeta: metav1.ObjectMeta{Name: "web-canary-obj", Namespace: "metrics-ns"},
+			Spec: v1beta1.CanarySpec{TargetRef: v1beta1.LocalObjectReference{Name: "web"}}}
+		for phase, want := range map[v1beta1.CanaryPhase]float64{
+			v1beta1.PhaseProgressing: 0, v1beta1.PhaseFailed: 2, v1beta1.PhaseSucceeded: 1,
+			v1beta1.PhaseInitialized: 1, v1beta1.PhaseWaitingPromotion: 1,
+		} {
+			recordStatus(c, &v1beta1.CanaryStatus{Phase: phase, CanaryWeight: 30})
+			m := series(scrape(t), "flagger_canary_status", map[string]string{"name": "web", "namespace": "metrics-ns"})
+			if m == nil || m.GetGauge().GetValue() != want {
+				t.Errorf("phase %s: flagger_canary_status %v, want %v", phase, m, want)
+			}
+		}
+		if m := series(scrape(t), "flagger_canary_total", map[string]string{"namespace": "metrics-ns"}); m == nil || m.GetGauge().GetValue() != 1 {
+			t.Errorf("flagger_canary_total %v, want 1", m)
+		}
+		forgetMetrics("metrics-ns", "web-canary-obj")
+		fams := scrape(t)
+		for _, f := range []string{"flagger_canary_status", "flagger_canary_total"} {
+			for _, m := range fams[f].GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "namespace" && l.GetValue() == "metrics-ns" {
+						t.Errorf("%s kept a series of a deleted Canary: %v", f, m)
+					}
+				}
+			}
+		}
+	})
+}
