@@ -8,7 +8,7 @@ ARGS ?=
 # helm renders the chart in tests; built once from its tools module, cached with the sandbox.
 HELM ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coalmine/sandbox/helm-v3.22.0/helm
 
-.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm bench chaos lint help
+.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm chromium bench chaos lint help
 
 all: build
 
@@ -20,6 +20,7 @@ help:
 	@echo "make sandbox    build (or reuse) the sandbox binaries"
 	@echo "make bench      run the benchmarks (they report, never fail on timing)"
 	@echo "make chaos      the full chaos run: coalmine SIGKILLed, outages, an observer judging I1-I5 (CHAOS_SEED=n replays)"
+	@echo "make chromium   install Debian's chromium with apt if missing (the web view's browser test)"
 	@echo "make lint       gofmt + go vet"
 
 # The product binary leaves `coalmine demo` out: the demo links the sandbox (envtest,
@@ -59,10 +60,19 @@ lint:
 unit:
 	$(GO) test -short ./...
 
-e2e: sandbox
+# The web view's e2e test (TestWebViewInChromium) drives a headless Chromium over the
+# DevTools protocol: Debian's chromium, installed once with apt when missing
+# (COALMINE_CHROMIUM names another binary).
+chromium:
+	@if [ -n "$$COALMINE_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing chromium with apt-get (once; the web view's browser test needs it)"; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium
+
+e2e: sandbox chromium
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -parallel 8 -v ./e2e/...
 
-test: lint verify-manifests sandbox helm
+test: lint verify-manifests sandbox helm chromium
 	COALMINE_HELM=$(HELM) $(GO) test -count=1 -parallel 8 -timeout $(TEST_TIMEOUT) ./...
 	cd e2e/kumajudge && $(GO) test -count=1 ./...
 

@@ -42,6 +42,6 @@ func (x *pass) refuseFailed() {
 // retryHint tells a user how to move on from Failed: kubectl rollout restart and undo
 // refuse a paused Deployment, so the usual reflexes do not work.
 func (x *pass) retryHint() string {
-	return fmt.Sprintf("To retry, ship a new revision (any pod template change, e.g. an annotation) or revert the template to %s; kubectl rollout restart/undo refuse the paused Deployment %s",
-		x.stableRevision(), x.target.Name)
+	return fmt.Sprintf("To retry, run `coalmine retry -n %s %s`, ship a new revision (any pod template change, e.g. an annotation) or revert the template to %s; kubectl rollout restart/undo refuse the paused Deployment %s",
+		x.canary.Namespace, x.canary.Name, x.stableRevision(), x.target.Name)
 }

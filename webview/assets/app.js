@@ -155,6 +155,7 @@ function drawTimeline(d) {
     panels.push({ title: name + " (as the analysis measured it)", key: "metric:" + name, min: lo, max: hi, color: "#2b8a3e",
       value: (s) => { const m = (s.metrics || []).find((m) => m.name === name); return m ? m.value : null; },
       outcome: (s) => { const m = (s.metrics || []).find((m) => m.name === name); return m ? m.outcome : ""; },
+      checked: (s) => { const m = (s.metrics || []).find((m) => m.name === name); return m ? m.checkTime : null; },
       limits });
   }
   panels.push({ title: "failed checks", key: "failedChecks", min: 0, max: Math.max(h.failedChecksThreshold, 1), color: "#c92a2a",
@@ -200,7 +201,18 @@ function drawTimeline(d) {
     };
     samples.forEach((smp, j) => {
       const v = p.value(smp);
-      if (v === null || v === undefined) { flush(); return; }
+      if (v === null || v === undefined) {
+        flush();
+        // A check without a value (no data, a query error) is a mark on the axis.
+        const o = p.outcome ? p.outcome(smp) : "";
+        if ((o === "NoData" || o === "Error") && (j === 0 || p.checked(smp) !== p.checked(samples[j - 1]))) {
+          const xs = x(smp.time), yb = top + PANEL;
+          g.append(svg("path", { d: "M" + (xs - 4) + "," + yb + " L" + (xs + 4) + "," + yb + " L" + xs + "," + (yb - 7) + " Z",
+            fill: o === "Error" ? "#c92a2a" : "#e67700", class: "no-value" }, undefined));
+          g.lastChild.append(svg("title", {}, name + ": " + (o === "Error" ? "query error" : "no data")));
+        }
+        return;
+      }
       const xs = x(smp.time);
       const xe = j + 1 < samples.length ? x(samples[j + 1].time) : x(d.now);
       pts.push(xs.toFixed(1) + "," + y(v).toFixed(1), xe.toFixed(1) + "," + y(v).toFixed(1));

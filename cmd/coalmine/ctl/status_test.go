@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -83,5 +84,29 @@ func TestWatchPrintsChangesOnly(t *testing.T) {
 	if len(got) != 3 || !strings.HasPrefix(got[0], "12:00:00 apps-a-mesh-a/alice Progressing weight=15%") ||
 		!strings.Contains(got[1], "Progressing weight=20%") || !strings.Contains(got[2], "Promoting weight=20%") {
 		t.Errorf("lines:\n%s", strings.Join(got, "\n"))
+	}
+}
+
+// On a terminal --watch redraws in place: the second frame moves the cursor back over the
+// first, clears each rewritten line and what is left below.
+func TestWatchRedrawsInPlaceOnATerminal(t *testing.T) {
+	c := aliceProgressing()
+	v := statusView{namespace: c.Namespace, name: c.Name, io: IO{Terminal: true}, now: func() time.Time { return now }}
+	var out bytes.Buffer
+	s := &screen{w: &out, title: v.title}
+	items := map[string]v1beta1.Canary{key(c): *c}
+	s.show(items, &v)
+	first := out.String()
+	if strings.Contains(first, "\x1b[") && strings.Index(first, "\x1b[") < strings.Index(first, "Canaries in") {
+		t.Errorf("the first frame moves the cursor before drawing: %q", first)
+	}
+	if !strings.HasPrefix(first, "Canaries in apps-a-mesh-a/alice at 12:00:00 (watching; Ctrl-C to stop)\x1b[K\n") {
+		t.Errorf("first frame starts %q", first[:min(len(first), 80)])
+	}
+	lines := strings.Count(first, "\n")
+	out.Reset()
+	s.show(items, &v)
+	if second := out.String(); !strings.HasPrefix(second, "\x1b["+strconv.Itoa(lines)+"A\r") || !strings.HasSuffix(second, "\x1b[J") {
+		t.Errorf("second frame %q, want it to go %d lines up first and clear below last", second, lines)
 	}
 }

@@ -53,7 +53,7 @@ const (
 	svgWidth   = 960
 	panelH     = 150
 	marginLeft = 70
-	marginTop  = 40
+	marginTop  = 52
 	panelGap   = 40
 )
 
@@ -98,7 +98,8 @@ func (t *Timeline) WriteSVG(w io.Writer) error {
 	for _, l := range layoutLabels(t.Transitions(), x, 0, svgWidth-4) {
 		rows = max(rows, l.Row+1)
 	}
-	height := marginTop + len(panels)*(panelH+panelGap) + rows*labelRowH + 30
+	// Panels, the rows of phase labels under them, the time axis.
+	height := marginTop + len(panels)*(panelH+panelGap) - panelGap + 14 + rows*labelRowH + 20
 
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", svgWidth, height)
