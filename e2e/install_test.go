@@ -97,6 +97,12 @@ controlplane:
 `,
 		},
 		{name: "cert-manager mode", values: "certs:\n  mode: cert-manager\n", certManager: true},
+		{
+			// The dashboard and the rules as ConfigMaps (a PrometheusRule needs the
+			// operator's CRD, which the sandbox lacks) and the web view.
+			name:   "dashboard rules and web view",
+			values: "grafanaDashboard: {enabled: true}\nprometheusRules: {enabled: true, kind: ConfigMap}\nwebView: {enabled: true}\n",
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			bin := helmBinary(t)

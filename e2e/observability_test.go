@@ -165,10 +165,20 @@ func TestDashboardQueriesHaveData(t *testing.T) {
 	start := time.Now()
 	s.ship(imageV2, nil)
 	s.waitPhase(coalminev1beta1.PhaseSucceeded, 3*time.Minute)
+	// Prometheus samples the phase each second: a phase shorter than that may never be
+	// scraped. Succeeded lasts until the next release, so the bad one waits until main
+	// has seen it (as it would in a cluster, where releases are minutes apart).
+	api := mainPrometheus(t)
+	succeeded := fmt.Sprintf(`coalmine_canary_phase{namespace=%q, name=%q, phase="Succeeded"}`, s.ns, appName)
+	waitFor(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		ss, err := queryInstant(ctx, api, succeeded, time.Now())
+		if err != nil || len(ss) == 0 {
+			return false, fmt.Errorf("main Prometheus has no %s yet: %v", succeeded, err)
+		}
+		return true, nil
+	})
 	s.ship(imageV3, map[string]string{meshsim.EnvErrorRate: "0.2"})
 	s.waitPhase(coalminev1beta1.PhaseFailed, 2*time.Minute)
-
-	api := mainPrometheus(t)
 	values := map[string]string{
 		"datasource": "prometheus", "namespace": s.ns, "canary": appName, "service": appName,
 		"__rate_interval": "30s", "__interval": "15s",

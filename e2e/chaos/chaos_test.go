@@ -386,7 +386,7 @@ func (r *run) killLoop(ctx context.Context) {
 
 // outageLoop cuts Prometheus and the Global CP's apiserver at seeded random moments.
 func (r *run) outageLoop(ctx context.Context) {
-	defer func() { r.mu.Lock(); r.doneOut = true; r.mu.Unlock() }()
+	defer func() { r.mu.Lock(); r.doneOut = true; r.mu.Unlock(); close(r.drv.outagesOver) }()
 	rng := rand.New(rand.NewPCG(r.seed, 3001))
 	var kinds []string
 	for i := 0; i < r.cfg.promOutages; i++ {

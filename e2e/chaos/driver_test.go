@@ -168,6 +168,7 @@ type driver struct {
 	apps    []*appState
 	// meshOutages carries requests for an outage of the Global CP (outageLoop serves them).
 	meshOutages chan *outageRequest
+	outagesOver chan struct{} // closed when the outage loop has done all its outages
 }
 
 // appState is what the app's team knows: its stable release (what its pods run), whether
@@ -185,7 +186,7 @@ type appState struct {
 }
 
 func newDriver(w *world, obs *observer, adm *admissions, seed uint64, apps int, logf func(string, ...any)) *driver {
-	d := &driver{w: w, obs: obs, adm: adm, seed: seed, logf: logf, meshOutages: make(chan *outageRequest, apps)}
+	d := &driver{w: w, obs: obs, adm: adm, seed: seed, logf: logf, meshOutages: make(chan *outageRequest, apps), outagesOver: make(chan struct{})}
 	for i := 0; i < apps; i++ {
 		ref := &appRef{idx: i, ns: fmt.Sprintf("chaos-%02d", i), name: fmt.Sprintf("app%02d", i), routeKind: coalminev1beta1.RouteKindTrafficRoute}
 		if i%2 == 1 {
@@ -492,6 +493,9 @@ func (d *driver) deleteInMeshOutage(ctx context.Context, a *appState) error {
 	case <-ctx.Done():
 		req.abandoned.Store(true)
 		return ctx.Err()
+	case <-d.outagesOver:
+		req.abandoned.Store(true)
+		return d.deleteRecreate(ctx, a)
 	case <-time.After(4 * time.Minute):
 		req.abandoned.Store(true)
 		return d.deleteRecreate(ctx, a)

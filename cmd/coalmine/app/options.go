@@ -32,11 +32,12 @@ type Options struct {
 
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
-	// WebAddress serves the read-only web view (webview) when set; empty = off.
-	WebAddress string
 	LeaderElect            bool
 	// LeaderElectionID names the Lease; two coalmines in one cluster need different ones.
 	LeaderElectionID string
+
+	// WebAddress serves the read-only web view (webview) when set; empty = off.
+	WebAddress string
 
 	WebhookPort int
 	// WebhookHost is the address the webhook server binds; empty = all interfaces.
