@@ -3,7 +3,6 @@ package rollout
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"strconv"
 	"strings"
 
@@ -178,17 +177,10 @@ func (x *pass) sendGlobalEvents(ctx context.Context, url string) {
 	}
 }
 
-// canaryAlerts is spec.analysis.alerts. The field is declared with the other Flagger
-// fields of CanaryAnalysis (canary_types.go); until it is, there are none.
-// TODO(alerts): read c.Spec.Analysis.Alerts directly once the field is declared.
+// canaryAlerts is spec.analysis.alerts.
 func canaryAlerts(c *v1beta1.Canary) []v1beta1.CanaryAlert {
 	if c.Spec.Analysis == nil {
 		return nil
 	}
-	f := reflect.ValueOf(c.Spec.Analysis).Elem().FieldByName("Alerts")
-	if !f.IsValid() {
-		return nil
-	}
-	list, _ := f.Interface().([]v1beta1.CanaryAlert)
-	return list
+	return c.Spec.Analysis.Alerts
 }

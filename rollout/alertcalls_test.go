@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -52,15 +51,10 @@ func (in *alertInbox) take() []string {
 	return out
 }
 
-// setCanaryAlerts sets spec.analysis.alerts; the test is skipped while CanaryAnalysis does
-// not declare the field yet.
+// setCanaryAlerts sets spec.analysis.alerts.
 func setCanaryAlerts(t *testing.T, c *v1beta1.Canary, list []v1beta1.CanaryAlert) {
 	t.Helper()
-	f := reflect.ValueOf(c.Spec.Analysis).Elem().FieldByName("Alerts")
-	if !f.IsValid() {
-		t.Skip("spec.analysis.alerts is not declared in CanaryAnalysis yet")
-	}
-	f.Set(reflect.ValueOf(list))
+	c.Spec.Analysis.Alerts = list
 }
 
 func genericProvider(name, address string) *v1beta1.AlertProvider {
