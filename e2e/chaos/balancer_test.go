@@ -34,10 +34,12 @@ type balancer struct {
 	closed    bool
 }
 
-// cut is a connection that lost its backend with a request in flight.
+// cut is a connection that lost its backend to a SIGKILL: with a request in flight, or
+// idle (the apiserver may be writing its next request into it as it closes).
 type cut struct {
-	slot int
-	at   time.Time
+	slot     int
+	at       time.Time
+	inFlight bool
 }
 
 type proxied struct {
@@ -130,8 +132,8 @@ func (b *balancer) handle(down net.Conn) {
 	<-done
 	b.mu.Lock()
 	delete(b.conns[slot], p)
-	if p.dropped.Load() && p.lastDown.Load() > p.lastUp.Load() {
-		b.cuts = append(b.cuts, cut{slot: slot, at: time.Now()})
+	if p.dropped.Load() {
+		b.cuts = append(b.cuts, cut{slot: slot, at: time.Now(), inFlight: p.lastDown.Load() > p.lastUp.Load()})
 	}
 	b.mu.Unlock()
 }
@@ -163,13 +165,14 @@ func (b *balancer) dropBackend(slot int) {
 	}
 }
 
-// cutsIn counts connections cut with a request in flight within [from, to].
+// cutsIn counts connections cut by a SIGKILL around [from, to] (their close may come a
+// moment before the call that used them fails, or up to a second after it started).
 func (b *balancer) cutsIn(from, to time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
 	for _, c := range b.cuts {
-		if !c.at.Before(from) && !c.at.After(to.Add(time.Second)) {
+		if !c.at.Before(from.Add(-500*time.Millisecond)) && !c.at.After(to.Add(time.Second)) {
 			n++
 		}
 	}

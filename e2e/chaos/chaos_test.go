@@ -500,7 +500,7 @@ func (r *run) report(wall time.Duration) string {
 	fmt.Fprintf(&b, "outages %d: %s\n", len(r.outages), strings.Join(r.outages, ", "))
 	a := r.adm
 	a.mu.Lock()
-	fmt.Fprintf(&b, "admission calls %d (%v): failed %d = %d with no replica ready (one replica, killed) + %d in flight on a replica at its SIGKILL + %d while a replica served\n",
+	fmt.Fprintf(&b, "admission calls %d (%v): failed %d = %d with no replica ready (one replica, killed) + %d on a connection to the replica being SIGKILLed + %d while a replica served\n",
 		a.calls, a.byCaller, a.failed, a.failedNoReplica, a.failedCut, len(a.failedServed))
 	a.mu.Unlock()
 	fmt.Fprintf(&b, "balancer: connections per replica %d/%d, refused (no replica) %d\n",

@@ -633,6 +633,17 @@ type admissionFailure struct {
 
 func newAdmissions(f *fleet) *admissions { return &admissions{f: f, byCaller: map[string]int{}} }
 
+// connectionLost: the webhook call failed on its TCP connection, not on an answer.
+func connectionLost(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"broken pipe", "connection reset", "EOF", "use of closed network connection"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
 func isWebhookFailure(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "failed calling webhook")
 }
@@ -656,7 +667,9 @@ func (a *admissions) record(caller string, start, end time.Time, err error) {
 	switch {
 	case !a.f.servedThroughout(start, end):
 		a.failedNoReplica++
-	case a.f.lb.cutsIn(start, end) > 0:
+	case connectionLost(err) && a.f.lb.cutsIn(start, end) > 0:
+		// The call rode a connection to the replica killed at that moment: no replica
+		// can answer on a connection that dies, and the apiserver does not retry.
 		a.failedCut++
 	default:
 		f := admissionFailure{caller: caller, start: start, end: end, err: err.Error()}

@@ -212,7 +212,6 @@ func (o *observer) run(ctx context.Context, zone, global *rest.Config) error {
 		return err
 	}
 	zf := dynamicinformer.NewDynamicSharedInformerFactory(zoneDyn, 0)
-	gf := dynamicinformer.NewDynamicSharedInformerFactory(globalDyn, 0)
 	kf := informers.NewSharedInformerFactory(kube, 0)
 
 	handlers := []struct {
@@ -221,7 +220,6 @@ func (o *observer) run(ctx context.Context, zone, global *rest.Config) error {
 	}{
 		{zf.ForResource(canaryGVR).Informer(), o.onCanary},
 		{zf.ForResource(meshHTTPRouteGVR).Informer(), func(obj any, del bool) { o.onRoute(obj, del, true) }},
-		{gf.ForResource(trafficRouteGVR).Informer(), func(obj any, del bool) { o.onRoute(obj, del, false) }},
 		{kf.Core().V1().Pods().Informer(), o.onPod},
 		{kf.Apps().V1().Deployments().Informer(), o.onDeployment},
 	}
@@ -241,13 +239,17 @@ func (o *observer) run(ctx context.Context, zone, global *rest.Config) error {
 		}
 	}
 	zf.Start(ctx.Done())
-	gf.Start(ctx.Done())
 	kf.Start(ctx.Done())
 	for _, h := range handlers {
 		if !cache.WaitForCacheSync(ctx.Done(), h.inf.HasSynced) {
 			return errors.New("observer: caches did not sync")
 		}
 	}
+	// The Global CP's TrafficRoutes are listed every 250 ms rather than watched: after
+	// that apiserver was killed and restarted, an informer of ours stayed behind for up to
+	// two and a half minutes (relist backoff), which would blind I3 and I4. While the
+	// apiserver is down the last list stands: nobody can change a route then.
+	go o.pollGlobalRoutes(ctx)
 	go func() {
 		defer close(o.done)
 		t := time.NewTicker(200 * time.Millisecond)
@@ -263,6 +265,42 @@ func (o *observer) run(ctx context.Context, zone, global *rest.Config) error {
 		}
 	}()
 	return nil
+}
+
+func (o *observer) pollGlobalRoutes(ctx context.Context) {
+	known := map[string]bool{}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		list, err := o.globalDyn.Resource(trafficRouteGVR).List(lctx, metav1.ListOptions{})
+		cancel()
+		if err != nil {
+			continue
+		}
+		seen := map[string]bool{}
+		for i := range list.Items {
+			seen[list.Items[i].GetName()] = true
+			if list.Items[i].GetKind() == "" {
+				list.Items[i].SetKind("TrafficRoute")
+			}
+			o.onRoute(&list.Items[i], false, false)
+		}
+		for name := range known {
+			if !seen[name] {
+				u := &unstructured.Unstructured{}
+				u.SetName(name)
+				u.SetResourceVersion(list.GetResourceVersion())
+				o.onRoute(u, true, false)
+			}
+		}
+		known = seen
+	}
 }
 
 func (o *observer) close() {

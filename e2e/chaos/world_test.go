@@ -146,7 +146,16 @@ func setUp(ctx context.Context, dir string, slots int, logf func(string, ...any)
 
 	simCtx, stopSim := context.WithCancel(log.IntoContext(context.Background(), log.Log))
 	w.stopSim = stopSim
-	if w.sim, err = meshsim.Start(simCtx, meshsim.Options{Config: w.zone.Config, RouteConfig: w.global.Config, RPS: simulatorRPS}); err != nil {
+	// The simulator reads the Global CP's routes directly every tick (a handful of
+	// objects), not through an informer: after an outage of that apiserver an informer
+	// relists with a backoff of up to 30 s, and a data plane that lagged that long would
+	// starve canaries of traffic (Kuma's zones resync in ~2 s). A failed read keeps the
+	// routes it had, as an Envoy keeps its last configuration.
+	routes, err := client.New(w.global.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		return w, err
+	}
+	if w.sim, err = meshsim.Start(simCtx, meshsim.Options{Config: w.zone.Config, RouteClient: routes, RPS: simulatorRPS}); err != nil {
 		return w, fmt.Errorf("start the mesh simulator: %w", err)
 	}
 	if err := w.zone.AddScrapeTarget(ctx, simulatorJob, w.sim.Addr()); err != nil {
