@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -137,5 +140,65 @@ func TestChaosFoundNoAnalysisWhileTheRouteMissesItsWeight(t *testing.T) {
 	want := []int{0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 0}
 	if got := distinct(e.router.history); !slices.Equal(got, want) {
 		t.Errorf("route went through %v, want every step on the route: %v", got, want)
+	}
+}
+
+// I5, found reading the fix above: a step whose weight never reaches the route (a mesh
+// control plane that stays unreachable) left the Canary Progressing for good, its interval
+// restarting every pass. The wait is bounded by the progress deadline: it shows as the
+// RouteSynced condition (False since the write first failed), and past the deadline the
+// revision is rolled back, so the target stays on stable and the route goes to primary
+// once the control plane takes writes again.
+func TestChaosFoundRouteThatNeverTakesItsWeightIsBounded(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.settle()
+	e.ship("alice:2")
+	e.runUntil("weight 10", weightIs(10))
+	e.router.err = errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+	start := e.clock.Now()
+	deadline := e.canary().ProgressDeadline()
+
+	for e.clock.Now().Before(start.Add(deadline - time.Minute)) {
+		e.clock.Step(30 * time.Second)
+		for range 3 {
+			_ = e.reconcileMayFail()
+		}
+	}
+	c := e.canary()
+	if c.Status.Phase != v1beta1.PhaseProgressing {
+		t.Fatalf("a minute before the progress deadline: phase %s, want Progressing (%s)", c.Status.Phase, c.Status.Message)
+	}
+	cond := meta.FindStatusCondition(c.Status.Conditions, ConditionRouteSynced)
+	if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != ReasonRouteBehind {
+		t.Fatalf("RouteSynced condition %+v, want False/%s while the route misses the weight", cond, ReasonRouteBehind)
+	}
+	if since := cond.LastTransitionTime.Time; since.Before(start) || since.After(start.Add(time.Minute)) {
+		t.Errorf("RouteSynced False since %s, want when the write first failed (~%s)", since, start)
+	}
+
+	for e.clock.Now().Before(start.Add(deadline + 2*time.Minute)) {
+		e.clock.Step(30 * time.Second)
+		for range 3 {
+			_ = e.reconcileMayFail()
+		}
+	}
+	c = e.canary()
+	if c.Status.Phase != v1beta1.PhaseFailed || !strings.Contains(c.Status.Message, "progress deadline") {
+		t.Fatalf("past the progress deadline: phase %s (%s), want Failed naming the progress deadline", c.Status.Phase, c.Status.Message)
+	}
+	if d := e.target(); !d.Spec.Paused {
+		t.Error("target unpaused after the rollback: the unanalysed revision would roll")
+	}
+
+	e.router.err = nil
+	e.settle()
+	if w, _ := e.router.weight("alice"); w != 0 {
+		t.Errorf("route weight %d once the control plane is back, want 0", w)
+	}
+	if _, ok := e.deployment("alice-canary"); ok {
+		t.Error("canary Deployment left once the route is on primary")
+	}
+	if cond := meta.FindStatusCondition(e.canary().Status.Conditions, ConditionRouteSynced); cond != nil && cond.Status != metav1.ConditionTrue {
+		t.Errorf("RouteSynced %+v after the control plane came back, want True or absent", cond)
 	}
 }

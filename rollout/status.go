@@ -57,6 +57,9 @@ func (x *pass) transition(p v1beta1.CanaryPhase, message string) {
 		x.status.LastTransitionTime = x.stamp()
 	}
 	x.status.Message = message
+	if !p.Analysing() {
+		meta.RemoveStatusCondition(&x.status.Conditions, ConditionRouteSynced)
+	}
 	switch p {
 	case v1beta1.PhaseInitialized, v1beta1.PhaseSucceeded:
 		x.setCondition(conditionPromoted, metav1.ConditionTrue, string(p), message)

@@ -7,10 +7,17 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ReasonRouteBehind: the route does not carry the weight of the step being analysed.
 const ReasonRouteBehind = "RouteBehind"
+
+// ConditionRouteSynced is False while the route misses the recorded canary weight (its
+// lastTransitionTime says since when) and True once it carries it. It exists only while a
+// revision is analysed.
+const ConditionRouteSynced = "RouteSynced"
 
 // stepOnRoute runs AwaitStep and Analyse only for a step whose weight is on the route. A
 // step is recorded before the route is written (persist, then converge); when that write
@@ -18,7 +25,10 @@ const ReasonRouteBehind = "RouteBehind"
 // an interval measured then proves nothing: the previous canary's samples still in the
 // metric window would pass a bad release (found by the chaos run, e2e/chaos). So the
 // interval restarts when the route carries the weight, which converge writes again at the
-// end of this pass.
+// end of this pass. The wait is bounded by the Canary's progress deadline, counted from
+// when the route first missed the weight: past it the revision is rolled back, which
+// keeps the target on stable and sends the route to primary once the control plane takes
+// writes again.
 func (x *pass) stepOnRoute(ctx context.Context) error {
 	on, err := x.weightOnRoute(ctx)
 	if err != nil {
@@ -31,16 +41,40 @@ func (x *pass) stepOnRoute(ctx context.Context) error {
 			x.event(corev1.EventTypeWarning, ReasonRouteBehind, "Analyse",
 				"Route does not carry canary weight %d%% yet: the interval at this weight starts once it does", x.status.CanaryWeight)
 		}
+		x.setCondition(ConditionRouteSynced, metav1.ConditionFalse, ReasonRouteBehind,
+			fmt.Sprintf("route %s does not carry canary weight %d%%: the mesh control plane did not take the write", x.routeName(), x.status.CanaryWeight))
+		since := meta.FindStatusCondition(x.status.Conditions, ConditionRouteSynced).LastTransitionTime.Time
+		if deadline := x.canary.ProgressDeadline(); !x.now.Before(since.Add(deadline)) {
+			x.rollback(fmt.Sprintf("route %s did not carry canary weight %d%% within the progress deadline of %s (since %s): the mesh control plane did not take the write",
+				x.routeName(), x.status.CanaryWeight, deadline, since.UTC().Format(time.RFC3339)))
+			return nil
+		}
 		x.status.LastStepTime = x.stamp()
 		x.transition(x.status.Phase, fmt.Sprintf("analysing revision %s at canary weight %d%%: %s (the mesh control plane did not take the last write); the interval starts once it does",
 			x.status.CanaryRevision, x.status.CanaryWeight, behind))
 		x.requeueAfter(x.canary.AnalysisInterval())
 	case x.action == actAnalyse:
+		x.routeSynced()
 		x.analyse(ctx)
 	default:
+		x.routeSynced()
 		x.requeueAfter(x.status.LastStepTime.Add(x.canary.AnalysisInterval()).Sub(x.now))
 	}
 	return nil
+}
+
+func (x *pass) routeSynced() {
+	x.setCondition(ConditionRouteSynced, metav1.ConditionTrue, "WeightOnRoute",
+		fmt.Sprintf("route %s carries canary weight %d%%", x.routeName(), x.desiredWeight()))
+}
+
+// routeName names the route as its ownership record does (kind and name), else by the
+// apex Service it splits.
+func (x *pass) routeName() string {
+	if r := x.status.Ownership.Route; r != nil {
+		return r.Kind + " " + r.Name
+	}
+	return "of " + x.rt.Apex
 }
 
 // weightOnRoute reports whether the route carries the recorded weight: as this process

@@ -33,7 +33,9 @@ const (
 	actCanaryLost action = "CanaryLost"
 	// actRollback ends the revision as failed -> Failed.
 	actRollback action = "Rollback"
-	// actAwaitStep waits for the next check.
+	// actAwaitStep waits for the next check. It and actAnalyse first make sure the route
+	// carries the step's weight (steproute.go): while it does not, the interval does not
+	// start, and past the progress deadline the revision is rolled back -> Failed.
 	actAwaitStep action = "AwaitStep"
 	// actAnalyse runs one interval's checks -> Progressing (next step), Promoting or Failed.
 	actAnalyse action = "Analyse"
