@@ -18,15 +18,11 @@ var (
 		Help: "A Canary's target Deployment and apex Service (the Envoy clusters are named after the Service), at 1.",
 	}, []string{"name", "namespace", "target", "service"})
 
-	failedChecks = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "coalmine_canary_failed_checks",
-		Help: "Failed checks of the revision under analysis (status.failedChecks).",
-	}, []string{"name", "namespace"})
+	failedChecks = perCanary("coalmine_canary_failed_checks",
+		"Failed checks of the revision under analysis (status.failedChecks).")
 
-	failedChecksThreshold = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "coalmine_canary_failed_checks_threshold",
-		Help: "Failed checks that roll a revision back (spec.analysis.threshold).",
-	}, []string{"name", "namespace"})
+	failedChecksThreshold = perCanary("coalmine_canary_failed_checks_threshold",
+		"Failed checks that roll a revision back (spec.analysis.threshold).")
 
 	analysisThreshold = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coalmine_canary_analysis_threshold",
@@ -43,16 +39,17 @@ var (
 		Help: "Revisions rolled back (the Canary reached Failed), seen by this replica while it led.",
 	}, []string{"name", "namespace"})
 
-	lastProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "coalmine_canary_last_progress_timestamp_seconds",
-		Help: "When the Canary's phase or weight last changed (Unix time).",
-	}, []string{"name", "namespace"})
+	lastProgress = perCanary("coalmine_canary_last_progress_timestamp_seconds",
+		"When the Canary's phase or weight last changed (Unix time).")
 
-	progressDeadline = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "coalmine_canary_progress_deadline_seconds",
-		Help: "The Canary's progressDeadlineSeconds (default 600): the stall alert's bound.",
-	}, []string{"name", "namespace"})
+	progressDeadline = perCanary("coalmine_canary_progress_deadline_seconds",
+		"The Canary's progressDeadlineSeconds (default 600): the stall alert's bound.")
 )
+
+// perCanary is a gauge with one series per Canary (labels name and namespace).
+func perCanary(name, help string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"name", "namespace"})
+}
 
 var allVecs = []interface {
 	prometheus.Collector

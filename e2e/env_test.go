@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -21,14 +17,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
-	"sigs.k8s.io/yaml"
 
 	coalminev1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/manifests"
 	"github.com/coalmine-dev/coalmine/sandbox"
 )
 
@@ -213,33 +208,8 @@ func readYAML(t *testing.T, path string) []*unstructured.Unstructured {
 	return objs
 }
 
-// parseYAML decodes the objects of a multi-document YAML manifest. Integers stay int64,
-// as in objects read from the apiserver.
-func parseYAML(data []byte) ([]*unstructured.Unstructured, error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	var objs []*unstructured.Unstructured
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		js, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			return nil, err
-		}
-		if s := string(bytes.TrimSpace(js)); s == "null" || s == "{}" {
-			continue
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(js); err != nil {
-			return nil, err
-		}
-		objs = append(objs, u)
-	}
-}
+// parseYAML decodes the objects of a multi-document YAML manifest (manifests.Objects).
+var parseYAML = manifests.Objects
 
 // waitFor polls cond every 100 ms until it returns true, failing the test after
 // timeout with the last error cond returned (return an error saying what is not there

@@ -226,7 +226,7 @@ func (r *Reconciler) olderCanaryOf(ctx context.Context, c *v1beta1.Canary) (stri
 	var list v1beta1.CanaryList
 	// Another Canary's writes are no reason to wait: its creation time and name never change.
 	if err := r.Client.List(ctx, &list, client.InNamespace(c.Namespace), client.MatchingFields{IndexTargetName: c.Spec.TargetRef.Name},
-		client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		client.UnsafeDisableDeepCopy); err != nil {
 		return "", fmt.Errorf("list canaries of deployment %s: %w", c.Spec.TargetRef.Name, err)
 	}
 	for _, o := range list.Items {

@@ -145,7 +145,7 @@ func (r *Reconciler) canariesOfService(ctx context.Context, obj client.Object) [
 		return r.listRequests(ctx, obj.GetNamespace())
 	}
 	var list v1beta1.CanaryList
-	if err := r.Client.List(ctx, &list, client.InNamespace(svc.Namespace), client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(svc.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list canaries", "namespace", svc.Namespace)
 		return nil
 	}
@@ -158,7 +158,7 @@ func (r *Reconciler) canariesOfService(ctx context.Context, obj client.Object) [
 			continue
 		}
 		target := &appsv1.Deployment{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}, target, client.DisableReadYourWritesConsistency); err != nil {
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}, target); err != nil {
 			continue
 		}
 		if workload.SelectsAll(svc.Spec.Selector, target.Spec.Template.Labels) {
@@ -177,7 +177,7 @@ func (r *Reconciler) canariesOfDeployment(ctx context.Context, obj client.Object
 	var list v1beta1.CanaryList
 	// Event handlers never wait for the loop's writes to reach the cache (they feed it).
 	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexTargetName: obj.GetName()},
-		client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list canaries of deployment", "deployment", obj.GetName())
 		return nil
 	}
@@ -194,7 +194,7 @@ func (r *Reconciler) canariesOfNamespace(ctx context.Context, obj client.Object)
 
 func (r *Reconciler) listRequests(ctx context.Context, namespace string) []reconcile.Request {
 	var list v1beta1.CanaryList
-	if err := r.Client.List(ctx, &list, client.InNamespace(namespace), client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list canaries", "namespace", namespace)
 		return nil
 	}
@@ -236,7 +236,7 @@ func (r *Reconciler) siblingsOf(ctx context.Context, obj client.Object) []reconc
 	}
 	var list v1beta1.CanaryList
 	if err := r.Client.List(ctx, &list, client.InNamespace(c.Namespace), client.MatchingFields{IndexTargetName: c.Spec.TargetRef.Name},
-		client.DisableReadYourWritesConsistency, client.UnsafeDisableDeepCopy); err != nil {
+		client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list canaries of deployment", "deployment", c.Spec.TargetRef.Name)
 		return nil
 	}

@@ -1,12 +1,9 @@
 package chaos
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,11 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/yaml"
 
 	coalminev1beta1 "github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/certs"
@@ -204,7 +199,7 @@ func installRBAC(ctx context.Context, c client.Client) error {
 	}
 	objs = append(objs, &unstructured.Unstructured{Object: m})
 	for _, data := range [][]byte{manifests.RBAC, manifests.RBACBindings} {
-		more, err := parseYAML(data)
+		more, err := manifests.Objects(data)
 		if err != nil {
 			return err
 		}
@@ -217,32 +212,6 @@ func installRBAC(ctx context.Context, c client.Client) error {
 		}
 	}
 	return nil
-}
-
-func parseYAML(data []byte) ([]*unstructured.Unstructured, error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	var objs []*unstructured.Unstructured
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		js, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			return nil, err
-		}
-		if s := string(bytes.TrimSpace(js)); s == "null" || s == "{}" {
-			continue
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(js); err != nil {
-			return nil, err
-		}
-		objs = append(objs, u)
-	}
 }
 
 // tearDown stops what setUp started, in an order where each part can exit at once.
