@@ -154,6 +154,7 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 		return out, err
 	}
 	defer in.Stop()
+	metricsAddr, webAddr = in.Options.MetricsBindAddress, in.Options.WebAddress // fresh ones if a port was taken
 	if err := sb.AddScrapeTarget(ctx, "coalmine", metricsAddr); err != nil {
 		return out, fmt.Errorf("scrape coalmine's metrics: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,8 +80,27 @@ func Install(ctx context.Context, sb *sandbox.Sandbox, webhookPort int) error {
 }
 
 // StartCoalmine runs coalmine in this process under its ServiceAccount identity
-// (impersonation), and waits until it is ready: certificate served and injected.
+// (impersonation), and waits until it is ready: certificate served and injected, and its
+// /metrics and web view answering when they are on.
+//
+// Its loopback ports (health probes, and /metrics and the web view when mutate sets them
+// to 127.0.0.1:<port>) are picked free and bound a moment later; in between, another
+// process of a parallel test run can take one (an outgoing connection's local port is
+// drawn from the same range). A start that fails on "address already in use" is tried
+// again, up to three times, with fresh ports; Instance.Options says which were used.
+// The webhook port is the caller's: the webhook configurations name it.
 func StartCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mutate func(*app.Options)) (*Instance, error) {
+	const attempts = 3
+	for i := 1; ; i++ {
+		in, err := startCoalmine(ctx, sb, webhookPort, mutate, i > 1)
+		if err == nil || i == attempts || !errors.Is(err, syscall.EADDRINUSE) {
+			return in, err
+		}
+		log.FromContext(ctx).Info("coalmine's port was taken between picking and binding it; starting again on fresh ports", "attempt", i, "error", err.Error())
+	}
+}
+
+func startCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mutate func(*app.Options), repick bool) (*Instance, error) {
 	healthPort, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -107,6 +127,17 @@ func StartCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mu
 	if mutate != nil {
 		mutate(&o)
 	}
+	if repick {
+		for _, addr := range []*string{&o.MetricsBindAddress, &o.WebAddress} {
+			if strings.HasPrefix(*addr, "127.0.0.1:") && *addr != "127.0.0.1:0" {
+				p, err := FreePort()
+				if err != nil {
+					return nil, err
+				}
+				*addr = "127.0.0.1:" + strconv.Itoa(p)
+			}
+		}
+	}
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("coalmine options: %w", err)
 	}
@@ -114,22 +145,36 @@ func StartCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mu
 	in := &Instance{Options: o, cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- app.Run(runCtx, o) }()
 
-	readyz := "http://" + o.HealthProbeBindAddress + "/readyz"
+	probes := []string{"http://" + o.HealthProbeBindAddress + "/readyz"}
+	if o.MetricsBindAddress != "0" && o.MetricsBindAddress != "" {
+		probes = append(probes, "http://"+o.MetricsBindAddress+"/metrics")
+	}
+	if o.WebAddress != "" {
+		probes = append(probes, "http://"+o.WebAddress+"/")
+	}
+	var stopped error
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
 		select {
-		case err := <-in.done:
-			return false, fmt.Errorf("coalmine stopped while starting: %w", err)
+		case stopped = <-in.done:
+			return false, fmt.Errorf("coalmine stopped while starting: %w", stopped)
 		default:
 		}
-		resp, err := http.Get(readyz)
-		if err != nil {
-			return false, nil
+		for _, u := range probes {
+			resp, err := http.Get(u)
+			if err != nil {
+				return false, nil
+			}
+			resp.Body.Close()
+			if u == probes[0] && resp.StatusCode != http.StatusOK {
+				return false, nil
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return true, nil
 	})
 	if err != nil {
-		in.Stop()
+		if stopped == nil {
+			in.Stop()
+		}
 		return nil, fmt.Errorf("wait for coalmine to be ready: %w", err)
 	}
 	log.FromContext(ctx).Info("coalmine ready", "webhook", o.WebhookPort)
