@@ -113,10 +113,14 @@ func (x *pass) canaryDeployment(ctx context.Context) (*appsv1.Deployment, error)
 	d := &appsv1.Deployment{}
 	err := x.r.Client.Get(ctx, client.ObjectKey{Namespace: x.canary.Namespace, Name: x.canary.CanaryDeploymentName()}, d)
 	if apierrors.IsNotFound(err) {
+		x.r.memo.canaryGone(canaryKey(x.canary), "")
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get canary deployment: %w", err)
+	}
+	if x.r.memo.canaryGone(canaryKey(x.canary), d.UID) {
+		return nil, nil // deleted by this process; the cache is behind
 	}
 	if !metav1.IsControlledBy(d, x.canary) {
 		x.degrade(ReasonNotOwned, "Deployment %s exists and is not controlled by Canary %s: rename or delete it; until then the canary counts as not ready", d.Name, x.canary.Name)
@@ -139,6 +143,7 @@ func (x *pass) ensureCanaryDeployment(ctx context.Context, rev string) error {
 	existing := &appsv1.Deployment{}
 	err = x.r.Client.Get(ctx, client.ObjectKeyFromObject(desired), existing)
 	if apierrors.IsNotFound(err) {
+		x.r.memo.canaryGone(canaryKey(c), "")
 		if err := x.r.Client.Create(ctx, desired); err != nil {
 			return fmt.Errorf("create canary deployment: %w", err)
 		}
@@ -146,6 +151,11 @@ func (x *pass) ensureCanaryDeployment(ctx context.Context, rev string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("get canary deployment: %w", err)
+	}
+	if x.r.memo.canaryGone(canaryKey(c), existing.UID) {
+		// The cache still shows the canary this process deleted: create the new one
+		// once the cache has seen it go.
+		return fmt.Errorf("canary deployment %s was deleted: %w", existing.Name, errCacheLag)
 	}
 	if !metav1.IsControlledBy(existing, c) {
 		x.degrade(ReasonNotOwned, "Deployment %s exists and is not controlled by Canary %s: rename or delete it; until then the canary counts as not ready", existing.Name, c.Name)
@@ -176,11 +186,12 @@ func (x *pass) deleteCanaryDeployment(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("get canary deployment: %w", err)
 	}
-	if !metav1.IsControlledBy(d, x.canary) || !d.DeletionTimestamp.IsZero() {
+	if !metav1.IsControlledBy(d, x.canary) || !d.DeletionTimestamp.IsZero() || x.r.memo.canaryGone(canaryKey(x.canary), d.UID) {
 		return nil
 	}
 	if err := x.r.Client.Delete(ctx, d, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &d.UID}); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("delete canary deployment: %w", err)
 	}
+	x.r.memo.deletedCanary(canaryKey(x.canary), d.UID)
 	return nil
 }

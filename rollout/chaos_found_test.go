@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -200,5 +201,54 @@ func TestChaosFoundRouteThatNeverTakesItsWeightIsBounded(t *testing.T) {
 	}
 	if cond := meta.FindStatusCondition(e.canary().Status.Conditions, ConditionRouteSynced); cond != nil && cond.Status != metav1.ConditionTrue {
 		t.Errorf("RouteSynced %+v after the control plane came back, want True or absent", cond)
+	}
+}
+
+// Found by make test in CI (TestOperatorCommands/scenarios/Retry failed the retried good
+// revision at 97.3% < 99 on a loaded machine): abort deleted the canary Deployment, and a
+// retry right after, while the cache still showed that Deployment ready at the same
+// revision, took it for the new canary. The route gave 5% to pods being removed, and
+// their 503s stayed in the metric window. A canary Deployment the loop deleted counts as
+// gone however long the cache shows it: no new one, no weight, until the cache has seen
+// it go and a new one is created and ready.
+func TestFoundRetryIgnoresTheCanaryItDeleted(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.settle()
+	e.ship("alice:2")
+	e.runUntil("weight 10", weightIs(10))
+	deleted, ok := e.deployment("alice-canary")
+	if !ok {
+		t.Fatal("no canary Deployment while progressing")
+	}
+	e.command(v1beta1.CommandAbort, "jane")
+	e.settle()
+	if p := e.phase(); p != v1beta1.PhaseFailed {
+		t.Fatalf("phase %s after abort", p)
+	}
+	if _, ok := e.deployment("alice-canary"); ok {
+		t.Fatal("canary Deployment kept after the abort")
+	}
+
+	e.staleDeployments = map[string]*appsv1.Deployment{"alice-canary": deleted}
+	e.command(v1beta1.CommandRetry, "jane")
+	history := len(e.router.history)
+	for range 5 {
+		e.reconcileOnce()
+		e.clock.Step(30 * time.Second)
+	}
+	if c := e.canary(); c.Status.Phase != v1beta1.PhaseProgressing || c.Status.CanaryWeight != 0 {
+		t.Errorf("while the cache shows the deleted canary: phase %s weight %d, want Progressing at 0", c.Status.Phase, c.Status.CanaryWeight)
+	}
+	if w, _ := e.router.weight("alice"); w != 0 || len(e.router.history) != history {
+		t.Errorf("route weight %d, history %v: the deleted canary got traffic", w, e.router.history[history:])
+	}
+	if _, ok := e.deployment("alice-canary"); ok {
+		t.Error("a canary Deployment was created while the cache still showed the deleted one")
+	}
+
+	e.staleDeployments = nil // the cache catches up
+	e.runUntil("Succeeded", phaseIs(v1beta1.PhaseSucceeded))
+	if d, ok := e.deployment("alice-canary"); ok && d.UID == deleted.UID {
+		t.Error("the deleted canary Deployment came back")
 	}
 }

@@ -181,12 +181,16 @@ type env struct {
 	key      types.NamespacedName
 
 	writes      int // writes of the reconciler, router included
+	uids        int // UIDs given to created objects
 	inReconcile bool
 	// stuck Deployments never become ready.
 	stuck map[string]bool
 	// staleCanary, when set, is what the next read of the Canary returns: a cache that
 	// lags behind the API server.
 	staleCanary *v1beta1.Canary
+	// staleDeployments, by name, are what every read of those Deployments returns while
+	// set: a cache that still shows objects the API server no longer has.
+	staleDeployments map[string]*appsv1.Deployment
 	// notes collects every event note emitted.
 	notes []string
 }
@@ -272,12 +276,21 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 				e.staleCanary = nil
 				return nil
 			}
+			if d, ok := obj.(*appsv1.Deployment); ok && e.staleDeployments[key.Name] != nil {
+				e.staleDeployments[key.Name].DeepCopyInto(d)
+				return nil
+			}
 			return c.Get(ctx, key, obj, opts...)
 		},
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			count()
 			if d, ok := obj.(*appsv1.Deployment); ok {
 				d.Generation = 1
+			}
+			if obj.GetUID() == "" {
+				// The API server gives every object a UID; the fake does not.
+				e.uids++
+				obj.SetUID(types.UID(fmt.Sprintf("%s-uid-%d", obj.GetName(), e.uids)))
 			}
 			return c.Create(ctx, obj, opts...)
 		},
@@ -335,6 +348,7 @@ func (e *env) kube() {
 	if err := e.base.List(ctx, &list); err != nil {
 		e.t.Fatal(err)
 	}
+	e.collectGarbage(list.Items)
 	for i := range list.Items {
 		d := &list.Items[i]
 		st := d.Status.DeepCopy()
@@ -349,6 +363,28 @@ func (e *env) kube() {
 		if !equality.Semantic.DeepEqual(*st, d.Status) {
 			d.Status = *st
 			if err := e.base.Status().Update(ctx, d); err != nil {
+				e.t.Fatal(err)
+			}
+		}
+	}
+}
+
+// collectGarbage plays the garbage collector: ReplicaSets whose controlling Deployment is
+// gone (by UID: a Deployment re-created under the same name is another owner) go too.
+func (e *env) collectGarbage(deployments []appsv1.Deployment) {
+	e.t.Helper()
+	ctx := context.Background()
+	live := map[types.UID]bool{}
+	for i := range deployments {
+		live[deployments[i].UID] = true
+	}
+	var rss appsv1.ReplicaSetList
+	if err := e.base.List(ctx, &rss); err != nil {
+		e.t.Fatal(err)
+	}
+	for i := range rss.Items {
+		if ref := metav1.GetControllerOf(&rss.Items[i]); ref != nil && ref.Kind == "Deployment" && !live[ref.UID] {
+			if err := e.base.Delete(ctx, &rss.Items[i]); err != nil {
 				e.t.Fatal(err)
 			}
 		}

@@ -169,6 +169,33 @@ type writeMemo struct {
 	mu      sync.Mutex
 	rv      map[string]string // kind + key -> resourceVersion written
 	weights map[types.NamespacedName]int
+	// deleted is the UID of the canary Deployment each Canary's pass last deleted: the
+	// cache can go on showing it, ready, for a while (seconds on a loaded machine), and a
+	// retry of the same revision right after a rollback then took it for its canary and
+	// gave weight to pods being removed (found by make test in CI).
+	deleted map[types.NamespacedName]types.UID
+}
+
+func (m *writeMemo) deletedCanary(key types.NamespacedName, uid types.UID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.deleted == nil {
+		m.deleted = map[types.NamespacedName]types.UID{}
+	}
+	m.deleted[key] = uid
+}
+
+// canaryGone reports whether uid is the canary Deployment this process deleted for key.
+// Any other answer from the cache (another UID, or none) ends the memory of it.
+func (m *writeMemo) canaryGone(key types.NamespacedName, uid types.UID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.deleted[key]
+	if ok && d == uid && uid != "" {
+		return true
+	}
+	delete(m.deleted, key)
+	return false
 }
 
 func (m *writeMemo) wrote(kind string, key types.NamespacedName, rv string) {
@@ -217,4 +244,5 @@ func (m *writeMemo) forget(key types.NamespacedName) {
 	defer m.mu.Unlock()
 	delete(m.weights, key)
 	delete(m.rv, memoCanary+"/"+key.String())
+	delete(m.deleted, key)
 }
