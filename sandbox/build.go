@@ -27,11 +27,6 @@ type Binaries struct {
 	// KumaCP is Kuma's control plane, run as the Global and the zone CP of multi-zone
 	// scenarios (kumacp.go).
 	KumaCP string
-	// SourceController, KustomizeController and GitServer are Flux's controllers and a
-	// Git server for them (flux.go).
-	SourceController    string
-	KustomizeController string
-	GitServer           string
 }
 
 // tool is one binary built from a tools module under sandbox/tools.

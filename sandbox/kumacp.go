@@ -51,9 +51,9 @@ const (
 	KumaZoneRefusal = "can be updated or deleted only from the GLOBAL control plane"
 	// kumaStartTimeout bounds each control plane's start: process up, webhook answering.
 	kumaStartTimeout = 2 * time.Minute
-	// kumaManager is the field manager of kuma-cp's writes (its binary's name, through
+	// KumaManager is the field manager of kuma-cp's writes (its binary's name, through
 	// client-go's user agent): what it synced to the zone is told by it.
-	kumaManager = "kuma-cp"
+	KumaManager = "kuma-cp"
 )
 
 //go:embed testdata/kuma-cp-rbac.yaml

@@ -151,7 +151,7 @@ func (c *KumaCP) cleanUpZone(ctx context.Context) error {
 	sb := c.sb
 	wh := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: kumaWebhookName}}
 	errs := []error{client.IgnoreNotFound(sb.client.Delete(ctx, wh))}
-	errs = append(errs, deleteWrittenBy(ctx, sb.client, kumaManager))
+	errs = append(errs, deleteWrittenBy(ctx, sb.client, KumaManager))
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kumaSystemNamespace}},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: kumaServiceAccount}},
