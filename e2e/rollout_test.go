@@ -338,6 +338,11 @@ func TestRolloutMultiZone(t *testing.T) {
 	s.expectPromoted(c, v2)
 	if mz.Real {
 		s.expectZoneCopy(zone)
+		for _, cp := range []*sandbox.KumaCP{mz.GlobalCP, mz.ZoneCP} {
+			if rss, err := cp.RSS(); err == nil {
+				t.Logf("kuma-cp %s CP: %d MiB resident after the rollout", cp.Mode, rss>>20)
+			}
+		}
 	} else if n := zone.seen(); n != 0 {
 		t.Errorf("the zone saw %d versions of TrafficRoute %s, want none: it belongs to the Global CP", n, zone.name)
 	}

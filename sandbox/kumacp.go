@@ -54,7 +54,13 @@ const (
 	// KumaManager is the field manager of kuma-cp's writes (its binary's name, through
 	// client-go's user agent): what it synced to the zone is told by it.
 	KumaManager = "kuma-cp"
+	// KumaEmulateEnv set to 1 makes StartKumaMultiZone run the emulation.
+	KumaEmulateEnv = "COALMINE_SANDBOX_KUMA_EMULATE"
 )
+
+// kumaNamespaceFile is where kuma-cp v1.8.1's leader election (operator-lib's
+// leader.Become) reads its namespace, as in a pod; it has no other way to be told.
+const kumaNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 //go:embed testdata/kuma-cp-rbac.yaml
 var kumaRBAC []byte
@@ -70,7 +76,8 @@ type KumaOptions struct {
 	// Meshes are created on the Global CP, as a platform team would, and awaited on the
 	// zone (with Kuma's "default"): a KDS sync seen before StartKumaMultiZone returns.
 	Meshes []string
-	// Emulate runs the emulation even where kuma-cp could run.
+	// Emulate runs the emulation even where kuma-cp could run; so does the environment
+	// variable KumaEmulateEnv set to 1 (to run the old path as root).
 	Emulate bool
 }
 
@@ -136,8 +143,8 @@ func StartKumaMultiZone(ctx context.Context, zone *Sandbox, opts KumaOptions) (_
 		return nil, fmt.Errorf("start the Global CP's apiserver: %w", err)
 	}
 	m.Why = kumaCPUnavailable(zone.Binaries)
-	if opts.Emulate {
-		m.Why = "the emulation was asked for"
+	if opts.Emulate || os.Getenv(KumaEmulateEnv) == "1" {
+		m.Why = "the emulation was asked for (KumaOptions.Emulate or " + KumaEmulateEnv + "=1)"
 	}
 	if m.Why != "" {
 		fmt.Fprintf(m.log, "sandbox: NOTICE: kuma-cp does not run: %s.\n"+
@@ -145,6 +152,9 @@ func StartKumaMultiZone(ctx context.Context, zone *Sandbox, opts KumaOptions) (_
 		return m, createMeshes(ctx, m.Global, opts.Meshes)
 	}
 	m.Real = true
+	fmt.Fprintf(m.log, "sandbox: kuma-cp %s runs as the Global and the zone CP (Kubernetes mode). It needs root: it reads the in-cluster namespace file %s, "+
+		"which the sandbox provides in a private mount namespace of each kuma-cp (unshare + bind mount); without root multi-zone falls back to the emulation.\n",
+		KumaVersion, kumaNamespaceFile)
 	tlsDir := filepath.Join(m.Global.Dir, "kuma-tls")
 	if err := writeKumaCerts(tlsDir); err != nil {
 		return nil, err
@@ -190,6 +200,17 @@ func (m *KumaMultiZone) Stop() error {
 		m.stopErr = errors.Join(errs...)
 	})
 	return m.stopErr
+}
+
+// kumaCPUnavailable says why kuma-cp cannot run here, or "" when it can.
+func kumaCPUnavailable(b *Binaries) string {
+	if b == nil || b.KumaCP == "" {
+		return "the sandbox's binaries include no kuma-cp"
+	}
+	if !isFile(b.KumaCP) {
+		return fmt.Sprintf("the kuma-cp binary %s is absent (make sandbox builds it)", b.KumaCP)
+	}
+	return kumaCPPlatformUnavailable()
 }
 
 // RSS is the control plane's resident memory in bytes.

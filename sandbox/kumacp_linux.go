@@ -11,10 +11,6 @@ import (
 	"syscall"
 )
 
-// kumaNamespaceFile is where kuma-cp v1.8.1's leader election (operator-lib's
-// leader.Become) reads its namespace, as in a pod; it has no other way to be told.
-const kumaNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
 // kumaMountScript runs in kuma-cp's private mount namespace (its own copy of the mount
 // table: nothing here is seen outside) and makes the in-cluster namespace file appear
 // there: "$1" is the directory to put at the service account path, "$2" a directory to
@@ -32,11 +28,9 @@ shift 2
 exec "$@"
 `
 
-// kumaCPUnavailable says why kuma-cp cannot run here, or "" when it can.
-func kumaCPUnavailable(b *Binaries) string {
-	if b == nil || b.KumaCP == "" {
-		return "the sandbox's binaries include no kuma-cp"
-	}
+// kumaCPPlatformUnavailable says why this machine cannot give kuma-cp its private mount
+// namespace, or "" when it can.
+func kumaCPPlatformUnavailable() string {
 	if uid := os.Geteuid(); uid != 0 {
 		return fmt.Sprintf("kuma-cp %s reads the in-cluster namespace file %s, which the sandbox provides in a private mount namespace; "+
 			"that needs root, and this runs as uid %d", KumaVersion, kumaNamespaceFile, uid)

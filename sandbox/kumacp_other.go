@@ -7,9 +7,9 @@ import (
 	"os/exec"
 )
 
-// kumaCPUnavailable: kuma-cp v1.8.1 reads the in-cluster namespace file from a fixed
+// kumaCPPlatformUnavailable: kuma-cp v1.8.1 reads the in-cluster namespace file from a fixed
 // path, which the sandbox provides in a private mount namespace, a Linux feature.
-func kumaCPUnavailable(*Binaries) string {
+func kumaCPPlatformUnavailable() string {
 	return "kuma-cp's in-cluster namespace file is provided in a Linux mount namespace, and this is not Linux"
 }
 
