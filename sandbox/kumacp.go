@@ -99,10 +99,13 @@ type KumaMultiZone struct {
 	// CP was on the zone: the zone connected over KDS and synced.
 	KDSSync time.Duration
 
-	zone     *Sandbox
-	log      io.Writer
-	stopOnce sync.Once
-	stopErr  error
+	zone *Sandbox
+	// zoneTouched is set once the zone sandbox is prepared for its CP: from then on Stop
+	// cleans it up, even when the zone CP never came up.
+	zoneTouched bool
+	log         io.Writer
+	stopOnce    sync.Once
+	stopErr     error
 }
 
 // KumaCP is one running kuma-cp.
@@ -165,6 +168,7 @@ func StartKumaMultiZone(ctx context.Context, zone *Sandbox, opts KumaOptions) (_
 	if err := createMeshes(ctx, m.Global, opts.Meshes); err != nil {
 		return nil, err
 	}
+	m.zoneTouched = true
 	m.ZoneCP, err = startKumaCP(ctx, zone, kumaCPConfig{
 		mode: "zone", zoneName: opts.ZoneName, globalKDSPort: m.GlobalCP.kdsPort, tlsDir: tlsDir, log: m.log,
 	})
@@ -189,7 +193,10 @@ func (m *KumaMultiZone) Stop() error {
 		defer cancel()
 		var errs []error
 		if m.ZoneCP != nil {
-			errs = append(errs, m.ZoneCP.stop(), m.ZoneCP.cleanUpZone(ctx))
+			errs = append(errs, m.ZoneCP.stop())
+		}
+		if m.zoneTouched {
+			errs = append(errs, cleanUpZone(ctx, m.zone))
 		}
 		if m.GlobalCP != nil {
 			errs = append(errs, m.GlobalCP.stop())

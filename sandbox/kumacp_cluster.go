@@ -147,8 +147,7 @@ func removeTrafficRoutePolicy(ctx context.Context, c client.Client) error {
 // its webhook configuration first (it refuses every change to synced resources, and
 // kuma-cp is stopped), the resources it synced, its namespace and RBAC; and brings the
 // emulated TrafficRoute validation back for the scenarios that follow.
-func (c *KumaCP) cleanUpZone(ctx context.Context) error {
-	sb := c.sb
+func cleanUpZone(ctx context.Context, sb *Sandbox) error {
 	wh := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: kumaWebhookName}}
 	errs := []error{client.IgnoreNotFound(sb.client.Delete(ctx, wh))}
 	errs = append(errs, deleteWrittenBy(ctx, sb.client, KumaManager))
