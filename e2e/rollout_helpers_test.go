@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -696,6 +697,8 @@ type routeRecorder struct {
 	versions int
 	exists   bool
 	weight   int
+	// managers are the field managers of every version seen: who wrote the route.
+	managers map[string]bool
 }
 
 func recordRoute(t *testing.T, ctx context.Context, c client.WithWatch, gvk schema.GroupVersionKind, ns, name, appNS, label, dumpDir string) *routeRecorder {
@@ -722,6 +725,12 @@ func (r *routeRecorder) observe(t *testing.T, u *unstructured.Unstructured, typ 
 	}
 	r.exists, r.weight = true, w
 	r.versions++
+	if r.managers == nil {
+		r.managers = map[string]bool{}
+	}
+	for _, f := range u.GetManagedFields() {
+		r.managers[f.Manager] = true
+	}
 	if len(r.ws) == 0 || r.ws[len(r.ws)-1] != w {
 		r.ws = append(r.ws, w)
 	}
@@ -747,6 +756,13 @@ func (r *routeRecorder) current() (int, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.weight, r.exists
+}
+
+// writers are the field managers of the versions seen, sorted.
+func (r *routeRecorder) writers() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(maps.Keys(r.managers))
 }
 
 // seen is how many versions of the route were observed.

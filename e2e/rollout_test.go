@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -264,8 +265,13 @@ func TestRolloutControllerRestart(t *testing.T) {
 }
 
 // TestRolloutMultiZone: the zone's coalmine writes the TrafficRoute to the Global control
-// plane (a second apiserver, --mesh-kubeconfig), never to the zone, and the mesh, reading
-// routes from the Global CP, splits the traffic by it.
+// plane (a second apiserver, --mesh-kubeconfig), never to the zone, and the mesh splits
+// the traffic by it. Where kuma-cp runs (root, binary built: sandbox.StartKumaMultiZone),
+// the Global is Kuma's Global CP and the zone has a zone CP connected over KDS: the route
+// reaches the zone as KDS's copy, which the simulator follows as data planes would, and
+// Kuma's zone webhook refuses a TrafficRoute written on the zone directly. Elsewhere the
+// Global is the emulation (Kuma's CRDs and an admission policy) and the simulator reads
+// the Global's route.
 //
 // Two coalmines cannot both run the loop on the zone: with one leader-election Lease only
 // one of them leads, with two both would reconcile every Canary (and the shipped RBAC
@@ -279,24 +285,39 @@ func TestRolloutMultiZone(t *testing.T) {
 	ctx := testContext(t, scenarioTimeout)
 
 	start := time.Now()
-	global, err := sandbox.Start(ctx, sandbox.Options{ControlPlaneOnly: true, Binaries: sb.Binaries, Dir: filepath.Join(sb.Dir, "global-cp")})
+	mz, err := sandbox.StartKumaMultiZone(ctx, sb, sandbox.KumaOptions{
+		Dir: filepath.Join(sb.Dir, "global-cp"), Log: os.Stderr, Meshes: []string{meshName},
+	})
 	if err != nil {
 		t.Fatalf("start the Global control plane: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := global.Stop(); err != nil {
+		if err := mz.Stop(); err != nil {
 			t.Errorf("stop the Global control plane: %v", err)
 		}
 	})
-	t.Logf("Global control plane up in %s", time.Since(start).Round(time.Millisecond))
+	global := mz.Global
+	if mz.Real {
+		t.Logf("kuma-cp Global CP (webhook in %s) and zone CP %s (webhook in %s, KDS sync %s) up in %s",
+			mz.GlobalCP.Ready.Round(time.Millisecond), mz.ZoneName, mz.ZoneCP.Ready.Round(time.Millisecond),
+			mz.KDSSync.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	} else {
+		t.Logf("emulated Global control plane up in %s (kuma-cp does not run: %s)", time.Since(start).Round(time.Millisecond), mz.Why)
+	}
 
 	globalRoutes := watchClient(t, global.Config)
 	s := newScenario(t, env, scenarioOptions{routes: globalRoutes, routesLabel: "global"})
 
 	env.stopCoalmine(t)
 	env.runOwnCoalmine(t, func(o *app.Options) { o.MeshRESTConfig = global.Config })
+	// Data planes take their routes from their zone CP: with a real one, the simulator
+	// reads the zone's copy; the emulation has no copy, so it reads the Global's.
+	simOpts := meshsim.Options{Config: sb.Config, RouteConfig: global.Config, Namespaces: []string{s.ns}, RPS: simulatorRPS}
+	if mz.Real {
+		simOpts.RouteConfig = sb.Config
+	}
 	simCtx, stopSim := context.WithCancel(env.ctx)
-	sim, err := meshsim.Start(simCtx, meshsim.Options{Config: sb.Config, RouteConfig: global.Config, Namespaces: []string{s.ns}, RPS: simulatorRPS})
+	sim, err := meshsim.Start(simCtx, simOpts)
 	if err != nil {
 		stopSim()
 		t.Fatalf("start the multi-zone simulator: %v", err)
@@ -315,26 +336,43 @@ func TestRolloutMultiZone(t *testing.T) {
 
 	s.expectWeights(weightSeq([]int{0}, seedSteps(), []int{0}))
 	s.expectPromoted(c, v2)
-	if n := zone.seen(); n != 0 {
+	if mz.Real {
+		s.expectZoneCopy(zone)
+		for _, cp := range []*sandbox.KumaCP{mz.GlobalCP, mz.ZoneCP} {
+			if rss, err := cp.RSS(); err == nil {
+				t.Logf("kuma-cp %s CP: %d MiB resident after the rollout", cp.Mode, rss>>20)
+			}
+		}
+	} else if n := zone.seen(); n != 0 {
 		t.Errorf("the zone saw %d versions of TrafficRoute %s, want none: it belongs to the Global CP", n, zone.name)
 	}
 	canaryTag := meshsim.Tag(appName+coalminev1beta1.CanarySuffix, s.ns, 8080)
 	if got := sim.Snapshot()[canaryTag]; got.Requests == 0 {
-		t.Errorf("the mesh sent no request to %s: it did not split by the Global CP's route", canaryTag)
+		t.Errorf("the mesh sent no request to %s: it did not split by the %s route", canaryTag, map[bool]string{true: "zone's copy of the", false: "Global CP's"}[mz.Real])
 	}
 
-	// Deleting the Canary removes the route from the Global CP.
+	t.Run("ZoneRefusesTrafficRouteWrites", func(t *testing.T) {
+		if !mz.Real {
+			t.Skipf("no zone CP: %s", mz.Why)
+		}
+		testZoneRefusesTrafficRouteWrites(t, s, zone.name)
+	})
+
+	// Deleting the Canary removes the route from the Global CP, and KDS from the zone.
 	canary := &coalminev1beta1.Canary{}
 	canary.Namespace, canary.Name = s.ns, appName
 	if err := k8s.Delete(ctx, canary); err != nil {
 		t.Fatalf("delete canary: %v", err)
 	}
-	s.await(time.Minute, "canary finalized and route gone from the Global CP", func(ctx context.Context) (bool, error) {
+	s.await(time.Minute, "canary finalized and route gone from the Global CP and the zone", func(ctx context.Context) (bool, error) {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(canary), canary); !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("canary still there (%v)", err)
 		}
 		if _, exists := s.route.current(); exists {
 			return false, errors.New("route still on the Global CP")
+		}
+		if _, exists := zone.current(); exists {
+			return false, errors.New("route still on the zone")
 		}
 		return true, nil
 	})

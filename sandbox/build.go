@@ -24,6 +24,9 @@ type Binaries struct {
 	Etcd                  string
 	Kwok                  string
 	Prometheus            string
+	// KumaCP is Kuma's control plane, run as the Global and the zone CP of multi-zone
+	// scenarios (kumacp.go).
+	KumaCP string
 }
 
 // tool is one binary built from a tools module under sandbox/tools.
@@ -62,6 +65,13 @@ func kubeLDFlags(version string) string {
 
 func stripLDFlags(string) string { return "-s -w" }
 
+// kumaLDFlags stamps the version kuma-cp reports (its /versions, KDS handshakes and
+// logs); unstamped it says "unknown".
+func kumaLDFlags(version string) string {
+	const pkg = "github.com/kumahq/kuma/pkg/version"
+	return fmt.Sprintf("-X %s.version=%s -X %s.gitTag=%s -s -w", pkg, strings.TrimPrefix(version, "v"), pkg, version)
+}
+
 // tools lists what Build builds, in the order it builds them: cheap ones first so a
 // first-time user sees progress early.
 var tools = []tool{
@@ -80,6 +90,9 @@ var tools = []tool{
 	// remove_all_sd drops every service discovery but file and http: a third of the build.
 	{name: "prometheus", toolsModule: "prometheus", module: "github.com/prometheus/prometheus", pkg: "github.com/prometheus/prometheus/cmd/prometheus",
 		tags: "remove_all_sd", ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.Prometheus = p }},
+	// Last: only the multi-zone scenarios need it (~5 min of CPU cold).
+	{name: "kuma-cp", toolsModule: "kuma", module: kumaModule, pkg: "github.com/kumahq/kuma/app/kuma-cp",
+		ldflags: kumaLDFlags, set: func(b *Binaries, p string) { b.KumaCP = p }},
 }
 
 // Build builds the sandbox's binaries, or reuses them from

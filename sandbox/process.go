@@ -24,19 +24,25 @@ type process struct {
 // appended to <logDir>/<name>.log. KUBECONFIG is dropped from the environment so a
 // user's cluster can never be reached by accident.
 func startProcess(name, logDir, bin string, args ...string) (*process, error) {
+	return startCommand(name, logDir, exec.Command(bin, args...))
+}
+
+// startCommand starts cmd as startProcess does. A cmd with its own Env or SysProcAttr
+// keeps them: Env then names every variable the child sees (KUBECONFIG included, which
+// must then be a sandbox kubeconfig), and SysProcAttr must keep childAttrs' settings.
+func startCommand(name, logDir string, cmd *exec.Cmd) (*process, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log of %s: %w", name, err)
 	}
-	fmt.Fprintf(logFile, "=== %s %s %s\n", time.Now().Format(time.RFC3339), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
+	fmt.Fprintf(logFile, "=== %s %s\n", time.Now().Format(time.RFC3339), strings.Join(cmd.Args, " "))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = childAttrs()
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KUBECONFIG=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = childAttrs()
+	}
+	if cmd.Env == nil {
+		cmd.Env = environWithout("KUBECONFIG")
 	}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -49,6 +55,23 @@ func startProcess(name, logDir, bin string, args ...string) (*process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// environWithout is this process' environment less the named variables.
+func environWithout(names ...string) []string {
+	env := []string{}
+	for _, kv := range os.Environ() {
+		keep := true
+		for _, n := range names {
+			if strings.HasPrefix(kv, n+"=") {
+				keep = false
+			}
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // exited reports whether the process has ended, with the error of its end.

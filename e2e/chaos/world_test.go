@@ -43,11 +43,13 @@ func init() {
 var saGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + demo.Namespace, "system:authenticated"}
 
 // world is what a run stands on: the zone sandbox (the apps' cluster, Prometheus), a
-// control-plane-only sandbox playing Kuma's Global CP (TrafficRoutes live there), coalmine
+// control-plane-only sandbox for Kuma's Global CP (TrafficRoutes live there; kuma-cp runs
+// as the Global and a zone CP where it can, sandbox.StartKumaMultiZone), coalmine
 // installed on both as the shipped manifests would, its binary, and the mesh simulator.
 type world struct {
 	dir            string
 	zone, global   *sandbox.Sandbox
+	kuma           *sandbox.KumaMultiZone
 	zc, gc         client.WithWatch // admin clients: the tests', never coalmine's
 	bin            string
 	kubeconfig     string // coalmine's ServiceAccount on the zone (impersonation)
@@ -101,14 +103,20 @@ func setUp(ctx context.Context, dir string, slots int, logf func(string, ...any)
 		<-built
 		return w, fmt.Errorf("start the zone sandbox: %w", err)
 	}
-	w.global, err = sandbox.Start(ctx, sandbox.Options{
-		Dir: filepath.Join(dir, "global-cp"), Log: sbLog, ControlPlaneOnly: true, Binaries: w.zone.Binaries,
+	w.kuma, err = sandbox.StartKumaMultiZone(ctx, w.zone, sandbox.KumaOptions{
+		Dir: filepath.Join(dir, "global-cp"), Log: sbLog, Meshes: []string{meshName},
 	})
 	if err != nil {
 		<-built
 		return w, fmt.Errorf("start the Global control plane: %w", err)
 	}
+	w.global = w.kuma.Global
 	logf("zone sandbox %s, Global CP %s, Prometheus %s (logs in %s)", w.zone.Config.Host, w.global.Config.Host, w.zone.PrometheusURL, dir)
+	if w.kuma.Real {
+		logf("kuma-cp runs as the Global CP and zone CP %s (KDS); the simulator follows the zone's copies of the routes", w.kuma.ZoneName)
+	} else {
+		logf("emulated Global CP, no zone CP: %s", w.kuma.Why)
+	}
 	if w.zc, err = client.NewWithWatch(w.zone.Config, client.Options{Scheme: scheme}); err != nil {
 		return w, err
 	}
@@ -141,12 +149,17 @@ func setUp(ctx context.Context, dir string, slots int, logf func(string, ...any)
 
 	simCtx, stopSim := context.WithCancel(log.IntoContext(context.Background(), log.Log))
 	w.stopSim = stopSim
-	// The simulator reads the Global CP's routes directly every tick (a handful of
-	// objects), not through an informer: after an outage of that apiserver an informer
+	// The simulator reads the routes directly every tick (a handful of objects), not
+	// through an informer: after an outage of the Global CP's apiserver an informer
 	// relists with a backoff of up to 30 s, and a data plane that lagged that long would
 	// starve canaries of traffic (Kuma's zones resync in ~2 s). A failed read keeps the
-	// routes it had, as an Envoy keeps its last configuration.
-	routes, err := client.New(w.global.Config, client.Options{Scheme: scheme})
+	// routes it had, as an Envoy keeps its last configuration. With a real zone CP the
+	// routes are the zone's copies, which KDS keeps through an outage of the Global.
+	routesConfig := w.global.Config
+	if w.kuma.Real {
+		routesConfig = w.zone.Config
+	}
+	routes, err := client.New(routesConfig, client.Options{Scheme: scheme})
 	if err != nil {
 		return w, err
 	}
@@ -227,8 +240,8 @@ func (w *world) tearDown() error {
 		case <-time.After(10 * time.Second):
 		}
 	}
-	if w.global != nil {
-		errs = append(errs, w.global.StopRestartedAPIServer(), w.global.Stop())
+	if w.kuma != nil {
+		errs = append(errs, w.kuma.Stop())
 	}
 	if w.zone != nil {
 		errs = append(errs, w.zone.Stop())

@@ -47,7 +47,7 @@ func run() error {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "sandbox: binaries ready in %s\n", time.Since(start).Round(time.Second))
-		for _, p := range []string{bins.KubeAPIServer, bins.KubeControllerManager, bins.KubeScheduler, bins.Kubectl, bins.Etcd, bins.Kwok, bins.Prometheus} {
+		for _, p := range []string{bins.KubeAPIServer, bins.KubeControllerManager, bins.KubeScheduler, bins.Kubectl, bins.Etcd, bins.Kwok, bins.Prometheus, bins.KumaCP} {
 			fmt.Println(p)
 		}
 		return nil
