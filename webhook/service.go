@@ -52,11 +52,13 @@ func (v *ServiceValidator) Handle(ctx context.Context, req admission.Request) ad
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old Service: %w", err))
 		}
-		// Owner references, finalizers and managed fields change as garbage collection
-		// and controllers go; only a change that can move traffic is judged.
+		// Owner references, finalizers, managed fields and annotations change as garbage
+		// collection and controllers go (Kuma's zone CP annotates every Service of a mesh
+		// namespace with ingress.kubernetes.io/service-upstream, coalmine's own included);
+		// only a change that can move traffic, the spec, or labels a selector could use,
+		// is judged.
 		if equality.Semantic.DeepEqual(old.Spec, svc.Spec) &&
-			equality.Semantic.DeepEqual(old.Labels, svc.Labels) &&
-			equality.Semantic.DeepEqual(old.Annotations, svc.Annotations) {
+			equality.Semantic.DeepEqual(old.Labels, svc.Labels) {
 			return admission.Allowed("")
 		}
 	}

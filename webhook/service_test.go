@@ -116,6 +116,20 @@ func TestServiceValidator(t *testing.T) {
 		user: adminUser, svc: service("carol-web-canary", nil),
 		denied: []string{"takes a name reserved by Canary apps-a-mesh-a/carol: coalmine alone writes its Services carol-web, carol-web-primary and carol-web-canary"},
 	}, {
+		name: "an annotation-only update of a reserved Service passes (Kuma's zone CP annotates every Service)",
+		user: "system:serviceaccount:kuma-system:kuma-control-plane", op: admissionv1.Update,
+		svc: func() *corev1.Service {
+			s := service("alice", map[string]string{"app": "alice"})
+			s.Annotations = map[string]string{"ingress.kubernetes.io/service-upstream": "true"}
+			return s
+		}(),
+		old: service("alice", map[string]string{"app": "alice"}),
+	}, {
+		name: "a selector change of a reserved Service by someone else is still denied",
+		user: adminUser, op: admissionv1.Update,
+		svc: service("alice", map[string]string{"app": "other"}), old: service("alice", map[string]string{"app": "alice"}),
+		denied: []string{"takes a name reserved by Canary apps-a-mesh-a/alice"},
+	}, {
 		name: "the target's own name is free when spec.service.name differs",
 		user: adminUser, svc: service("carol", map[string]string{"app": "carol"}),
 	}, {
