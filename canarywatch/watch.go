@@ -161,7 +161,8 @@ func canaryOf(obj any) *v1beta1.Canary {
 	return c
 }
 
-// Observe records c's status (the informer calls it; tests may too).
+// Observe records c's status (the informer calls it; tests may too). c is kept, not
+// copied: the caller must not modify it afterwards.
 func (w *Watcher) Observe(c *v1beta1.Canary) {
 	if c == nil {
 		return
@@ -181,7 +182,10 @@ func (w *Watcher) Observe(c *v1beta1.Canary) {
 			r.progress = now
 		}
 	}
-	r.canary = c.DeepCopy()
+	// The informer's object, not a copy: cached objects are never modified in place (an
+	// update delivers a new one), and a copy per Canary cost ~2.5 KiB of heap per canary
+	// (make bench's heap profile). Observe's callers hand over c for good.
+	r.canary = c
 	s := sampleOf(c, now)
 	// A Canary the loop has not written yet has no phase: nothing to show.
 	if k := s.key(); k != r.key && s.Phase != "" {
