@@ -1,0 +1,441 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/sandbox"
+)
+
+// The peer benchmark's Canary: the seed's analysis at the seed's pace (10 s interval), the
+// same object for both controllers but for its apiVersion.
+const (
+	peerInterval   = 10 * time.Second
+	flaggerVersion = "flagger.app/v1beta1"
+	peerEnv        = "COALMINE_BENCH_PEER"
+)
+
+// peerSizes are the N of BenchmarkPeer: COALMINE_BENCH_SIZES, else 1, 50 and 200.
+func peerSizes() []int {
+	if os.Getenv("COALMINE_BENCH_SIZES") != "" {
+		return canarySizes()
+	}
+	return []int{1, 50, 200}
+}
+
+// peerResult is one controller's figures at one N.
+type peerResult struct {
+	controller string
+	n          int
+	// restRSS is the controller's RSS with no Canary: Flagger's process; for coalmine
+	// bin/coalmine in a process of its own (measured once, at the environment's start).
+	restRSS uint64
+	// KiB per canary once all are Initialized: RSS growth of the controller's process
+	// (coalmine: this process, after a collection that returned freed pages), and the Go
+	// heap in use (coalmine: collected; Flagger: as its /metrics says, uncollected).
+	rssPerCanary, heapPerCanary float64
+	// Per canary per analysis step (steps of the Canary: maxWeight/stepWeight).
+	cpuMs, gets, listsWatches, writes, eventWrites, prom float64
+	// rolloutMax is the slowest image change to Succeeded; rolloutP50 the median.
+	rolloutP50, rolloutMax time.Duration
+	failed                 int
+	writesBy               string
+	note                   string
+}
+
+var peerResults []peerResult
+
+// peerSide is what differs between the two controllers: how to read their process.
+type peerSide struct {
+	name, apiVersion string
+	restRSS          uint64
+	// mem reads the controller's memory now: RSS and Go heap in use.
+	mem func() (rss, heap uint64)
+	// startCPU starts a CPU window; the returned func ends it.
+	startCPU func() func() time.Duration
+	// api counts the controller's apiserver requests; keep picks those about the apps.
+	api  *requestCounter
+	keep func(ns string) func(reqKey) bool
+	// queries counts the controller's Prometheus queries about namespace ns so far.
+	queries func(ns string) int64
+}
+
+// BenchmarkPeer runs the same N apps with the same Canary once under Flagger v1.36.1
+// (flagger.app/v1beta1, Flagger as its own process) and once under coalmine
+// (coalmine.dev/v1beta1, in this process as in BenchmarkConcurrentCanaries), in one
+// sandbox, and prints each figure for both with the ratio coalmine/Flagger. make
+// bench-peer runs it (it builds Flagger on first use, ~3.5 min); make bench skips it.
+func BenchmarkPeer(b *testing.B) {
+	if os.Getenv(peerEnv) == "" {
+		b.Skip("make bench-peer runs it (set " + peerEnv + "=1): it builds Flagger")
+	}
+	ctx := context.Background()
+	fl, err := sandbox.BuildFlagger(ctx, os.Stderr)
+	if err != nil {
+		b.Fatalf("build Flagger: %v", err)
+	}
+	extraCRDs = append(extraCRDs, fl.CRDs)
+	e := sharedEnv(b)
+	for _, o := range sandbox.FlaggerRBAC() {
+		if err := e.apply(ctx, o); err != nil {
+			b.Fatalf("Flagger's RBAC: %v", err)
+		}
+	}
+	coalmine := peerSide{
+		name: "coalmine", apiVersion: v1beta1.GroupVersion.String(), restRSS: e.standalone.rss,
+		mem: func() (uint64, uint64) { m := measureMemory(); return m.rss, m.heapInuse },
+		startCPU: func() func() time.Duration {
+			p := startCPUProfile("peer")
+			return func() time.Duration { c, _, _ := p.finish(); return c }
+		},
+		api: e.api,
+		keep: func(ns string) func(reqKey) bool {
+			return func(k reqKey) bool { return k.namespace == ns }
+		},
+		queries: func(ns string) int64 { return e.prom.snapshot()[ns] },
+	}
+	for _, n := range peerSizes() {
+		b.Run("N="+strconv.Itoa(n), func(b *testing.B) {
+			e.deleteNamespaces(ctx, b)
+			logPath := filepath.Join(e.sb.Dir, fmt.Sprintf("flagger-n%d.log", n))
+			f, err := e.startFlagger(ctx, fl.Binary, logPath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			// At rest: a few seconds after its workers started, no Canary.
+			time.Sleep(3 * time.Second)
+			flagger := peerSide{
+				name: "Flagger " + fl.Version, apiVersion: flaggerVersion, restRSS: f.rss(),
+				mem:      func() (uint64, uint64) { return f.rss(), f.heapInuse() },
+				startCPU: func() func() time.Duration { c0 := f.cpu(); return func() time.Duration { return f.cpu() - c0 } },
+				api:      f.api,
+				// Flagger names a TrafficRoute after the app alone (no namespace in it).
+				keep: func(ns string) func(reqKey) bool {
+					return func(k reqKey) bool { return k.namespace == ns || k.resource == "trafficroutes" }
+				},
+				queries: func(string) int64 { return f.prom.snapshot()["*"] },
+			}
+			fr := e.runPeer(ctx, b, flagger, n)
+			e.deleteFlaggerRoutes(ctx, b, n)
+			f.stop()
+			e.deleteNamespaces(ctx, b)
+			cr := e.runPeer(ctx, b, coalmine, n)
+			peerResults = append(peerResults, fr, cr)
+			b.Logf("Flagger's log: %s", logPath)
+		})
+	}
+	printPeerTable()
+}
+
+// runPeer initializes n apps under one controller, ships a new image to all at once and
+// measures until every Canary finished. A wait that runs out is a note, not a failure.
+func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) peerResult {
+	r := peerResult{controller: side.name, n: n, restRSS: side.restRSS}
+	short := "coalmine"
+	if side.apiVersion == flaggerVersion {
+		short = "flagger"
+	}
+	ns := fmt.Sprintf("peer-%s-%d", short, n)
+	if err := e.createNamespace(ctx, ns, true); err != nil {
+		b.Fatal(err)
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("app-%04d", i)
+	}
+	rss0, heap0 := side.mem()
+	start := time.Now()
+	err := parallel(n, 8, func(i int) error {
+		if err := e.apply(ctx, appDeployment(ns, names[i], image(1))); err != nil {
+			return err
+		}
+		return e.apply(ctx, peerCanary(ns, names[i], side.apiVersion))
+	})
+	if err != nil {
+		b.Fatalf("create apps: %v", err)
+	}
+	initialized := func(_, phase string) bool { return phase == "Initialized" || phase == "Succeeded" }
+	if _, err := e.waitPhases(ctx, side.apiVersion, ns, names, 3*time.Minute+time.Duration(n)*2*time.Second, initialized); err != nil {
+		e.keepLogs.Store(true)
+		r.note = fmt.Sprintf("not all Initialized within %s: %v", time.Since(start).Round(time.Second), err)
+		return r
+	}
+	b.Logf("%s N=%d: initialized in %s", side.name, n, time.Since(start).Round(100*time.Millisecond))
+	// Let the initialization's garbage settle as it would between rollouts.
+	time.Sleep(5 * time.Second)
+	rss1, heap1 := side.mem()
+	r.rssPerCanary = kib(int64(rss1)-int64(rss0)) / float64(n)
+	r.heapPerCanary = kib(int64(heap1)-int64(heap0)) / float64(n)
+
+	api0, q0 := side.api.snapshot(), side.queries(ns)
+	stopCPU := side.startCPU()
+	appliedAt := make([]time.Time, n)
+	err = parallel(n, 16, func(j int) error {
+		if err := e.apply(ctx, appDeployment(ns, names[j], image(2))); err != nil {
+			return err
+		}
+		appliedAt[j] = time.Now()
+		return nil
+	})
+	if err != nil {
+		b.Fatalf("ship: %v", err)
+	}
+	// Done: the Canary was seen analysing the new revision, then Succeeded or Failed.
+	moving := map[string]bool{}
+	finished := func(name, phase string) bool {
+		switch phase {
+		case "", "Initialized", "Succeeded", "Failed":
+		default:
+			moving[name] = true
+		}
+		return moving[name] && (phase == "Succeeded" || phase == "Failed")
+	}
+	doneAt, err := e.waitPhases(ctx, side.apiVersion, ns, names, 10*time.Minute+time.Duration(n)*3*time.Second, finished)
+	cpu := stopCPU()
+	api := side.api.snapshot().minus(api0).tallyWhere(side.keep(ns))
+	queries := side.queries(ns) - q0
+	if err != nil {
+		e.keepLogs.Store(true)
+		r.note = fmt.Sprintf("not all finished within %s of the image change: %v", time.Since(appliedAt[0]).Round(time.Second), err)
+		return r
+	}
+	var durations []time.Duration
+	for j, name := range names {
+		durations = append(durations, doneAt[name].Sub(appliedAt[j]))
+	}
+	slices.Sort(durations)
+	r.rolloutP50, r.rolloutMax = durations[len(durations)/2], durations[len(durations)-1]
+	intervals := float64(n * steps)
+	r.cpuMs = ms(cpu) / intervals
+	r.gets = float64(api.gets) / intervals
+	r.listsWatches = float64(api.listsWatches) / intervals
+	r.writes = float64(api.writes) / intervals
+	r.eventWrites = float64(api.eventWrites) / intervals
+	r.prom = float64(queries) / intervals
+	r.writesBy = formatBy(api.by, float64(n), func(k string) bool { return nonEventWrites(k) || getsOnly(k) })
+
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion(side.apiVersion)
+	list.SetKind("CanaryList")
+	if err := e.admin.List(ctx, list, client.InNamespace(ns)); err == nil {
+		for _, c := range list.Items {
+			if phase, _, _ := unstructured.NestedString(c.Object, "status", "phase"); phase == "Failed" {
+				r.failed++
+			}
+		}
+	}
+	b.Logf("%s N=%d: rollout p50 %s, slowest %s, %d failed; per rollout of one canary: %s", side.name, n,
+		r.rolloutP50.Round(100*time.Millisecond), r.rolloutMax.Round(100*time.Millisecond), r.failed, r.writesBy)
+	return r
+}
+
+// peerCanary is the seed's Canary (appCanary) at a 10 s interval, with the mesh named on
+// it as Flagger's Kuma router reads it, under apiVersion.
+func peerCanary(ns, name, apiVersion string) *unstructured.Unstructured {
+	c := appCanary(ns, name)
+	c.Spec.Analysis.Interval = peerInterval.String()
+	c.Annotations = map[string]string{v1beta1.AnnotationMesh: meshName}
+	m, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(c)
+	if err != nil {
+		panic(fmt.Sprintf("convert Canary: %v", err)) // a static object: cannot fail
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetAPIVersion(apiVersion)
+	u.SetKind("Canary")
+	return u
+}
+
+// waitPhases watches the Canaries (of apiVersion) of namespace until done(name, phase)
+// held for every one in want, and returns when each first did.
+func (e *env) waitPhases(ctx context.Context, apiVersion, namespace string, want []string, timeout time.Duration,
+	done func(name, phase string) bool) (map[string]time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	gv, err := schema.ParseGroupVersion(apiVersion)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", apiVersion, err)
+	}
+	listGVK := gv.WithKind("CanaryList")
+	wanted := map[string]bool{}
+	for _, n := range want {
+		wanted[n] = true
+	}
+	at := map[string]time.Time{}
+	phases := map[string]string{}
+	see := func(u *unstructured.Unstructured) {
+		if !wanted[u.GetName()] {
+			return
+		}
+		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+		phases[u.GetName()] = phase
+		if _, ok := at[u.GetName()]; !ok && done(u.GetName(), phase) {
+			at[u.GetName()] = time.Now()
+		}
+	}
+	fail := func(err error) error {
+		count := map[string]int{}
+		for _, n := range want {
+			if _, ok := at[n]; !ok {
+				count[phases[n]]++
+			}
+		}
+		return fmt.Errorf("%d of %d Canaries in %s done, the others in phases %v: %w", len(at), len(want), namespace, count, err)
+	}
+	for {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(listGVK)
+		if err := e.admin.List(ctx, list, client.InNamespace(namespace)); err != nil {
+			select {
+			case <-ctx.Done():
+				return at, fail(fmt.Errorf("%w (last error: %v)", ctx.Err(), err))
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for i := range list.Items {
+			see(&list.Items[i])
+		}
+		if len(at) == len(want) {
+			return at, nil
+		}
+		wl := &unstructured.UnstructuredList{}
+		wl.SetGroupVersionKind(listGVK)
+		w, err := e.admin.Watch(ctx, wl, client.InNamespace(namespace),
+			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.GetResourceVersion()}})
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return at, fail(fmt.Errorf("%w (last error: %v)", ctx.Err(), err))
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Error {
+				break // relist
+			}
+			if u, ok := ev.Object.(*unstructured.Unstructured); ok {
+				see(u)
+			}
+			if len(at) == len(want) {
+				w.Stop()
+				return at, nil
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return at, fail(ctx.Err())
+		}
+	}
+}
+
+// deleteFlaggerRoutes deletes the TrafficRoutes Flagger made for the apps: cluster-scoped
+// and without an owner, they would outlive the namespace and keep the simulator busy.
+func (e *env) deleteFlaggerRoutes(ctx context.Context, b *testing.B, n int) {
+	for i := range n {
+		tr := &unstructured.Unstructured{}
+		tr.SetAPIVersion("kuma.io/v1alpha1")
+		tr.SetKind("TrafficRoute")
+		tr.SetName(fmt.Sprintf("app-%04d", i))
+		if err := e.admin.Delete(ctx, tr); err != nil && !apierrors.IsNotFound(err) {
+			b.Logf("delete TrafficRoute %s: %v", tr.GetName(), err)
+		}
+	}
+}
+
+// printPeerTable prints both controllers' figures per N and the ratio coalmine/Flagger.
+func printPeerTable() {
+	if len(peerResults) == 0 {
+		return
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "\npeer benchmark: N apps (1 replica) with the seed's Canary (interval %s, %d steps of %d%%, both builtin metrics, threshold 5), all shipped at once\n",
+		peerInterval, steps, stepWeight)
+	rows := [][]string{{"N", "controller", "RSS at rest MiB", "RSS / heap KiB per canary", "CPU ms per canary per interval",
+		"GET / LIST+WATCH per canary per interval", "non-event writes per canary per interval", "event writes",
+		"Prom queries per canary per interval", "image change to Succeeded p50 / slowest", "slowest / N=1", "failed"}}
+	one := map[string]time.Duration{}
+	for _, r := range peerResults {
+		if r.n == 1 && r.note == "" {
+			one[r.controller] = r.rolloutMax
+		}
+	}
+	slowdown := func(r peerResult) float64 {
+		if one[r.controller] == 0 {
+			return 0
+		}
+		return float64(r.rolloutMax) / float64(one[r.controller])
+	}
+	ratio := func(c, f float64) string {
+		if f == 0 {
+			if c == 0 {
+				return "-"
+			}
+			return "inf"
+		}
+		return fmt.Sprintf("%.2f", c/f)
+	}
+	for i := 0; i+1 < len(peerResults); i += 2 {
+		f, c := peerResults[i], peerResults[i+1]
+		for _, r := range []peerResult{f, c} {
+			if r.note != "" {
+				rows = append(rows, []string{strconv.Itoa(r.n), r.controller + ": " + r.note})
+				continue
+			}
+			rows = append(rows, []string{
+				strconv.Itoa(r.n), r.controller,
+				fmt.Sprintf("%.1f", mib(r.restRSS)),
+				fmt.Sprintf("%.1f / %.1f", r.rssPerCanary, r.heapPerCanary),
+				fmt.Sprintf("%.2f", r.cpuMs),
+				fmt.Sprintf("%.2f / %.3f", r.gets, r.listsWatches),
+				fmt.Sprintf("%.2f", r.writes),
+				fmt.Sprintf("%.2f", r.eventWrites),
+				fmt.Sprintf("%.2f", r.prom),
+				fmt.Sprintf("%.1fs / %.1fs", r.rolloutP50.Seconds(), r.rolloutMax.Seconds()),
+				fmt.Sprintf("%.2fx", slowdown(r)),
+				strconv.Itoa(r.failed),
+			})
+		}
+		if f.note != "" || c.note != "" {
+			continue
+		}
+		rows = append(rows, []string{strconv.Itoa(f.n), "coalmine / Flagger",
+			ratio(float64(c.restRSS), float64(f.restRSS)),
+			ratio(c.rssPerCanary, f.rssPerCanary) + " / " + ratio(c.heapPerCanary, f.heapPerCanary),
+			ratio(c.cpuMs, f.cpuMs),
+			ratio(c.gets, f.gets) + " / " + ratio(c.listsWatches, f.listsWatches),
+			ratio(c.writes, f.writes), ratio(c.eventWrites, f.eventWrites), ratio(c.prom, f.prom),
+			ratio(c.rolloutP50.Seconds(), f.rolloutP50.Seconds()) + " / " + ratio(c.rolloutMax.Seconds(), f.rolloutMax.Seconds()),
+			ratio(slowdown(c), slowdown(f)), ""})
+	}
+	writeTable(&s, rows)
+	fmt.Fprintf(&s, "\nFlagger: its own process (RSS from /proc/<pid>/status, CPU = utime+stime of /proc/<pid>/stat, heap = go_memstats_heap_inuse_bytes of its /metrics, uncollected);\n")
+	fmt.Fprintf(&s, "coalmine: in this process as in make bench (RSS at rest = bin/coalmine in its own process; per canary = growth of this process after runtime.GC and FreeOSMemory;\n")
+	fmt.Fprintf(&s, "CPU = the part of a CPU profile on coalmine's goroutines). Requests: counted per controller on its own connection to the apiserver (Flagger: a counting proxy\n")
+	fmt.Fprintf(&s, "its kubeconfig points at, which impersonates %s:%s; coalmine: its rest.Config's transport), those about the app namespace (and Flagger's TrafficRoutes),\n", sandbox.FlaggerNamespace, sandbox.FlaggerServiceAccount)
+	fmt.Fprintf(&s, "from the image change to all finished, / N / %d steps. Prometheus: a counting proxy per controller. Per interval = per analysis step (%d per rollout).\n", steps, steps)
+	for _, r := range peerResults {
+		if r.note == "" {
+			fmt.Fprintf(&s, "%s N=%d: per rollout of one canary: %s\n", r.controller, r.n, r.writesBy)
+		}
+	}
+	fmt.Print(s.String())
+}
