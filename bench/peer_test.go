@@ -53,7 +53,7 @@ type peerResult struct {
 	// heap in use (coalmine: collected; Flagger: as its /metrics says, uncollected).
 	rssPerCanary, heapPerCanary float64
 	// Per canary per analysis step (steps of the Canary: maxWeight/stepWeight).
-	cpuMs, gets, listsWatches, writes, eventWrites, prom float64
+	cpuMs, processCPUms, gets, listsWatches, writes, eventWrites, prom float64
 	// rolloutMax is the slowest image change to Succeeded; rolloutP50 the median.
 	rolloutP50, rolloutMax time.Duration
 	failed                 int
@@ -69,8 +69,10 @@ type peerSide struct {
 	restRSS          uint64
 	// mem reads the controller's memory now: RSS and Go heap in use.
 	mem func() (rss, heap uint64)
-	// startCPU starts a CPU window; the returned func ends it.
-	startCPU func() func() time.Duration
+	// startCPU starts a CPU window; the returned func ends it. processCPU is the CPU time
+	// of the controller's whole process so far (coalmine's: with the benchmark driver).
+	startCPU   func() func() time.Duration
+	processCPU func() time.Duration
 	// api counts the controller's apiserver requests; keep picks those about the apps.
 	api  *requestCounter
 	keep func(ns string) func(reqKey) bool
@@ -106,7 +108,8 @@ func BenchmarkPeer(b *testing.B) {
 			p := startCPUProfile("peer")
 			return func() time.Duration { c, _, _ := p.finish(); return c }
 		},
-		api: e.api,
+		processCPU: cpuTime,
+		api:        e.api,
 		keep: func(ns string) func(reqKey) bool {
 			return func(k reqKey) bool { return k.namespace == ns }
 		},
@@ -124,9 +127,10 @@ func BenchmarkPeer(b *testing.B) {
 			time.Sleep(3 * time.Second)
 			flagger := peerSide{
 				name: "Flagger " + fl.Version, apiVersion: flaggerVersion, restRSS: f.rss(),
-				mem:      func() (uint64, uint64) { return f.rss(), f.heapInuse() },
-				startCPU: func() func() time.Duration { c0 := f.cpu(); return func() time.Duration { return f.cpu() - c0 } },
-				api:      f.api,
+				mem:        func() (uint64, uint64) { return f.rss(), f.heapInuse() },
+				startCPU:   func() func() time.Duration { c0 := f.cpu(); return func() time.Duration { return f.cpu() - c0 } },
+				processCPU: f.cpu,
+				api:        f.api,
 				// Flagger names a TrafficRoute after the app alone (no namespace in it).
 				keep: func(ns string) func(reqKey) bool {
 					return func(k reqKey) bool { return k.namespace == ns || k.resource == "trafficroutes" }
@@ -186,7 +190,7 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 	r.heapPerCanary = kib(int64(heap1)-int64(heap0)) / float64(n)
 
 	api0, q0 := side.api.snapshot(), side.queries(ns)
-	stopCPU := side.startCPU()
+	stopCPU, proc0 := side.startCPU(), side.processCPU()
 	appliedAt := make([]time.Time, n)
 	err = parallel(n, 16, func(j int) error {
 		if err := e.apply(ctx, appDeployment(ns, names[j], image(2))); err != nil {
@@ -209,7 +213,7 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 		return moving[name] && (phase == "Succeeded" || phase == "Failed")
 	}
 	doneAt, err := e.waitPhases(ctx, side.apiVersion, ns, names, 10*time.Minute+time.Duration(n)*3*time.Second, finished)
-	cpu := stopCPU()
+	cpu, proc := stopCPU(), side.processCPU()-proc0
 	api := side.api.snapshot().minus(api0).tallyWhere(side.keep(ns))
 	queries := side.queries(ns) - q0
 	if err != nil {
@@ -225,6 +229,7 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 	r.rolloutP50, r.rolloutMax = durations[len(durations)/2], durations[len(durations)-1]
 	intervals := float64(n * steps)
 	r.cpuMs = ms(cpu) / intervals
+	r.processCPUms = ms(proc) / intervals
 	r.gets = float64(api.gets) / intervals
 	r.listsWatches = float64(api.listsWatches) / intervals
 	r.writes = float64(api.writes) / intervals
@@ -434,7 +439,7 @@ func printPeerTable() {
 	fmt.Fprintf(&s, "from the image change to all finished, / N / %d steps. Prometheus: a counting proxy per controller. Per interval = per analysis step (%d per rollout).\n", steps, steps)
 	for _, r := range peerResults {
 		if r.note == "" {
-			fmt.Fprintf(&s, "%s N=%d: per rollout of one canary: %s\n", r.controller, r.n, r.writesBy)
+			fmt.Fprintf(&s, "%s N=%d: whole process CPU %.2f ms per canary per interval; per rollout of one canary: %s\n", r.controller, r.n, r.processCPUms, r.writesBy)
 		}
 	}
 	fmt.Print(s.String())
