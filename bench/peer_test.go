@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -222,9 +223,16 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 		return r
 	}
 	var durations []time.Duration
+	slowest := 0
 	for j, name := range names {
-		durations = append(durations, doneAt[name].Sub(appliedAt[j]))
+		d := doneAt[name].Sub(appliedAt[j])
+		durations = append(durations, d)
+		if d > doneAt[names[slowest]].Sub(appliedAt[slowest]) {
+			slowest = j
+		}
 	}
+	b.Logf("%s N=%d: the slowest, %s, from its image change (its Events; a repeated one at its last time):%s", side.name, n,
+		names[slowest], e.eventTimeline(ctx, ns, names[slowest], appliedAt[slowest]))
 	slices.Sort(durations)
 	r.rolloutP50, r.rolloutMax = durations[len(durations)/2], durations[len(durations)-1]
 	intervals := float64(n * steps)
@@ -250,6 +258,39 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 	b.Logf("%s N=%d: rollout p50 %s, slowest %s, %d failed; per rollout of one canary: %s", side.name, n,
 		r.rolloutP50.Round(100*time.Millisecond), r.rolloutMax.Round(100*time.Millisecond), r.failed, r.writesBy)
 	return r
+}
+
+// eventTimeline lists the Events of Canary name since from, with their offsets: both
+// controllers' Events, whichever API they write them with (core v1 shows both).
+func (e *env) eventTimeline(ctx context.Context, ns, name string, from time.Time) string {
+	var list corev1.EventList
+	if err := e.admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return " " + err.Error()
+	}
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	for _, ev := range list.Items {
+		if ev.InvolvedObject.Kind != "Canary" || ev.InvolvedObject.Name != name {
+			continue
+		}
+		at := ev.LastTimestamp.Time
+		if at.IsZero() {
+			at = ev.EventTime.Time
+		}
+		if at.Before(from.Add(-time.Second)) {
+			continue
+		}
+		lines = append(lines, line{at, fmt.Sprintf("\n  +%5.1fs %s: %s (x%d)", at.Sub(from).Seconds(), ev.Reason, ev.Message, max(ev.Count, 1))})
+	}
+	slices.SortFunc(lines, func(a, b line) int { return a.at.Compare(b.at) })
+	var s strings.Builder
+	for _, l := range lines {
+		s.WriteString(l.text)
+	}
+	return s.String()
 }
 
 // peerCanary is the seed's Canary (appCanary) at a 10 s interval, with the mesh named on
