@@ -144,7 +144,7 @@ func BenchmarkPeer(b *testing.B) {
 			e.deleteNamespaces(ctx, b)
 			cr := e.runPeer(ctx, b, coalmine, n)
 			peerResults = append(peerResults, fr, cr)
-			b.Logf("Flagger's log: %s", logPath)
+			peerLog("Flagger's log: %s", logPath)
 		})
 	}
 	printPeerTable()
@@ -183,7 +183,7 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 		r.note = fmt.Sprintf("not all Initialized within %s: %v", time.Since(start).Round(time.Second), err)
 		return r
 	}
-	b.Logf("%s N=%d: initialized in %s", side.name, n, time.Since(start).Round(100*time.Millisecond))
+	peerLog("%s N=%d: initialized in %s", side.name, n, time.Since(start).Round(100*time.Millisecond))
 	// Let the initialization's garbage settle as it would between rollouts.
 	time.Sleep(5 * time.Second)
 	rss1, heap1 := side.mem()
@@ -231,7 +231,7 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 			slowest = j
 		}
 	}
-	b.Logf("%s N=%d: the slowest, %s, from its image change (its Events; a repeated one at its last time):%s", side.name, n,
+	peerLog("%s N=%d: the slowest, %s, from its image change (its Events; a repeated one at its last time):%s", side.name, n,
 		names[slowest], e.eventTimeline(ctx, ns, names[slowest], appliedAt[slowest]))
 	slices.Sort(durations)
 	r.rolloutP50, r.rolloutMax = durations[len(durations)/2], durations[len(durations)-1]
@@ -255,9 +255,15 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 			}
 		}
 	}
-	b.Logf("%s N=%d: rollout p50 %s, slowest %s, %d failed; per rollout of one canary: %s", side.name, n,
+	peerLog("%s N=%d: rollout p50 %s, slowest %s, %d failed; per rollout of one canary: %s", side.name, n,
 		r.rolloutP50.Round(100*time.Millisecond), r.rolloutMax.Round(100*time.Millisecond), r.failed, r.writesBy)
 	return r
+}
+
+// peerLog prints a progress line on stderr as it happens: the testing package keeps only
+// the first lines of a benchmark's log, and the timelines are what explains the figures.
+func peerLog(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench-peer: "+format+"\n", args...)
 }
 
 // eventTimeline lists the Events of Canary name since from, with their offsets: both
