@@ -8,7 +8,7 @@ ARGS ?=
 # helm renders the chart in tests; built once from its tools module, cached with the sandbox.
 HELM ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coalmine/sandbox/helm-v3.22.0/helm
 
-.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm chromium bench chaos lint help
+.PHONY: all build test unit e2e demo manifests verify-manifests sandbox helm chromium bench bench-peer chaos lint help
 
 all: build
 
@@ -19,6 +19,7 @@ help:
 	@echo "make manifests  regenerate deepcopy, CRDs and RBAC from the API markers"
 	@echo "make sandbox    build (or reuse) the sandbox binaries"
 	@echo "make bench      run the benchmarks (they report, never fail on timing)"
+	@echo "make bench-peer Flagger v1.36.1 and coalmine side by side on the same apps (builds Flagger once: ~3.5 min)"
 	@echo "make chaos      the full chaos run: coalmine SIGKILLed, outages, an observer judging I1-I5 (CHAOS_SEED=n replays)"
 	@echo "make chromium   install Debian's chromium with apt if missing (the web view's browser test)"
 	@echo "make lint       gofmt + go vet"
@@ -82,6 +83,12 @@ demo:
 bench: sandbox
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./webhook/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+
+# Flagger and coalmine on the same sandbox, apps and Canary, one after the other per N
+# (COALMINE_BENCH_SIZES=1,50 picks the N; default 1,50,200). Flagger is built on demand
+# from sandbox/tools/flagger and cached with the sandbox. Reports only.
+bench-peer: sandbox
+	COALMINE_BENCH_PEER=1 $(GO) test -run '^$$' -bench '^BenchmarkPeer$$' -benchtime 1x -timeout 120m ./bench/
 
 # The test binary runs directly so its progress streams and its summary line
 # (chaos: rollouts=N kills=K outages=O violations=V) is the last thing printed.

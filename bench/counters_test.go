@@ -206,9 +206,14 @@ type apiTally struct {
 }
 
 func (a requestCounts) tally(namespace string) apiTally {
+	return a.tallyWhere(func(k reqKey) bool { return namespace == "*" || k.namespace == namespace })
+}
+
+// tallyWhere sums the requests keep accepts.
+func (a requestCounts) tallyWhere(keep func(reqKey) bool) apiTally {
 	t := apiTally{by: map[string]int64{}}
 	for k, v := range a.requests {
-		if namespace != "*" && k.namespace != namespace {
+		if !keep(k) {
 			continue
 		}
 		t.by[k.verb+" "+k.resource] += v
@@ -224,7 +229,7 @@ func (a requestCounts) tally(namespace string) apiTally {
 		}
 	}
 	for k, v := range a.conflicts {
-		if namespace == "*" || k.namespace == namespace {
+		if keep(k) {
 			t.conflicts += v
 		}
 	}

@@ -12,6 +12,9 @@
 //	COALMINE_BENCH_APPLIES      applies of each kind per op of BenchmarkApplyOverhead (default 200)
 //	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profile
 //	                            after initialization there, for go tool pprof
+//	COALMINE_BENCH_PEER         run BenchmarkPeer (make bench-peer sets it): Flagger v1.36.1
+//	                            and coalmine on the same N apps and Canary, side by side;
+//	                            its N come from COALMINE_BENCH_SIZES (default 1,50,200)
 //
 // The process running the benchmarks hosts coalmine (in-process, under its ServiceAccount)
 // and the benchmark's driver; the mesh traffic simulator runs in a child process so its

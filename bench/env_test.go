@@ -146,6 +146,10 @@ type env struct {
 }
 
 var (
+	// extraCRDs are CRD files or directories a benchmark needs installed besides
+	// coalmine's, set before the environment starts (BenchmarkPeer: Flagger's).
+	extraCRDs []string
+
 	envOnce sync.Once
 	shared  *env
 	envErr  error
@@ -189,7 +193,7 @@ func (e *env) start() error {
 	e.sb, err = sandbox.Start(ctx, sandbox.Options{
 		Dir:     dir,
 		Log:     os.Stderr,
-		CRDDirs: []string{filepath.Join(root, "manifests", "crd")},
+		CRDDirs: append([]string{filepath.Join(root, "manifests", "crd")}, extraCRDs...),
 		// envtest's /24 holds 254 Service IPs; every canary takes three.
 		APIServerFlags: map[string]string{"service-cluster-ip-range": "10.0.0.0/16"},
 	})

@@ -103,6 +103,55 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 	if w == nil {
 		w = io.Discard
 	}
+	b, err := lockBuild(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	defer b.unlock()
+	goBin, toolsDir, root := b.goBin, b.toolsDir, b.root
+	bins := &Binaries{}
+	for _, t := range tools {
+		out, err := buildTool(ctx, w, goBin, toolsDir, root, t)
+		if err != nil {
+			return nil, err
+		}
+		t.set(bins, out)
+	}
+	return bins, nil
+}
+
+// buildTool returns t's binary from the cache, building it first if it is missing. The
+// caller holds the cache's build lock.
+func buildTool(ctx context.Context, w io.Writer, goBin, toolsDir, root string, t tool) (string, error) {
+	moduleDir := filepath.Join(toolsDir, t.toolsModule)
+	out, version, err := cachedPath(toolsDir, root, t)
+	if err != nil {
+		return "", err
+	}
+	if isFile(out) {
+		return out, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", fmt.Errorf("create cache dir for %s: %w", t.name, err)
+	}
+	fmt.Fprintf(w, "sandbox: building %s %s (from %s) ...\n", t.name, version, moduleDir)
+	start := time.Now()
+	if err := goBuild(ctx, goBin, moduleDir, t, version, out, w); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(w, "sandbox: built %s %s in %s\n", t.name, version, time.Since(start).Round(time.Second))
+	return out, nil
+}
+
+// buildLock is the cache's build lock, held, and what a build needs.
+type buildLock struct {
+	goBin, toolsDir, root string
+	unlock                func()
+}
+
+// lockBuild takes the cache's build lock: concurrent builds in other processes wait for
+// each other instead of compiling the same binary twice on two cores.
+func lockBuild(ctx context.Context, w io.Writer) (*buildLock, error) {
 	toolsDir, err := ToolsDir()
 	if err != nil {
 		return nil, err
@@ -114,41 +163,17 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("create sandbox cache: %w", err)
 	}
+	goBin, err := goCommand()
+	if err != nil {
+		return nil, err
+	}
 	unlock, err := lockFile(ctx, filepath.Join(root, ".build.lock"), func() {
 		fmt.Fprintf(w, "sandbox: waiting for another process building into %s\n", root)
 	})
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-
-	goBin, err := goCommand()
-	if err != nil {
-		return nil, err
-	}
-	bins := &Binaries{}
-	for _, t := range tools {
-		moduleDir := filepath.Join(toolsDir, t.toolsModule)
-		out, version, err := cachedPath(toolsDir, root, t)
-		if err != nil {
-			return nil, err
-		}
-		if isFile(out) {
-			t.set(bins, out)
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			return nil, fmt.Errorf("create cache dir for %s: %w", t.name, err)
-		}
-		fmt.Fprintf(w, "sandbox: building %s %s (from %s) ...\n", t.name, version, moduleDir)
-		start := time.Now()
-		if err := goBuild(ctx, goBin, moduleDir, t, version, out, w); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(w, "sandbox: built %s %s in %s\n", t.name, version, time.Since(start).Round(time.Second))
-		t.set(bins, out)
-	}
-	return bins, nil
+	return &buildLock{goBin: goBin, toolsDir: toolsDir, root: root, unlock: unlock}, nil
 }
 
 // cachedPath is where t's binary lives in the cache, keyed by the version its tools

@@ -2,6 +2,7 @@
 //
 //	go run ./sandbox/cmd/sandbox build   # build or reuse the binaries (make sandbox)
 //	go run ./sandbox/cmd/sandbox up      # start one, print KUBECONFIG=..., wait for Ctrl-C
+//	go run ./sandbox/cmd/sandbox flagger # build or reuse Flagger and its CRDs (make bench-peer's; not part of build)
 package main
 
 import (
@@ -30,7 +31,7 @@ func run() error {
 	controlPlaneOnly := fs.Bool("control-plane-only", false, "up: etcd and the apiserver only, with CRDs")
 	crds := fs.String("crds", "", "up: a CRD directory to install too (default: manifests/crd of the repository)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: sandbox [flags] build|up\n\n")
+		fmt.Fprintf(fs.Output(), "usage: sandbox [flags] build|up|flagger\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -50,6 +51,14 @@ func run() error {
 		for _, p := range []string{bins.KubeAPIServer, bins.KubeControllerManager, bins.KubeScheduler, bins.Kubectl, bins.Etcd, bins.Kwok, bins.Prometheus, bins.KumaCP} {
 			fmt.Println(p)
 		}
+		return nil
+	case "flagger":
+		fl, err := sandbox.BuildFlagger(ctx, os.Stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Println(fl.Binary)
+		fmt.Println(fl.CRDs)
 		return nil
 	case "up":
 		opts := sandbox.Options{Dir: *dir, Log: os.Stderr, ControlPlaneOnly: *controlPlaneOnly}
