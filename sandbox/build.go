@@ -27,6 +27,11 @@ type Binaries struct {
 	// KumaCP is Kuma's control plane, run as the Global and the zone CP of multi-zone
 	// scenarios (kumacp.go).
 	KumaCP string
+	// SourceController, KustomizeController and GitServer are Flux's parts (flux.go).
+	// Build leaves them empty: BuildFlux builds them on demand.
+	SourceController    string
+	KustomizeController string
+	GitServer           string
 }
 
 // tool is one binary built from a tools module under sandbox/tools.
@@ -95,6 +100,17 @@ var tools = []tool{
 		ldflags: kumaLDFlags, set: func(b *Binaries, p string) { b.KumaCP = p }},
 }
 
+// fluxTools are optional: only the Flux scenarios need them, and their cold build
+// (~20 min of CPU together) would more than double `make sandbox`. BuildFlux builds them.
+var fluxTools = []tool{
+	{name: "gitserver", toolsModule: "gitserver", module: gitTestServerModule, pkg: ".",
+		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.GitServer = p }},
+	{name: "source-controller", toolsModule: "source-controller", module: sourceControllerModule, pkg: sourceControllerModule,
+		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.SourceController = p }},
+	{name: "kustomize-controller", toolsModule: "kustomize-controller", module: kustomizeControllerModule, pkg: kustomizeControllerModule,
+		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.KustomizeController = p }},
+}
+
 // Build builds the sandbox's binaries, or reuses them from
 // ${XDG_CACHE_HOME:-~/.cache}/coalmine/sandbox/<tool>-<version>/, one at a time (the
 // Kubernetes ones take minutes each on two cores). It reports on w what it builds and
@@ -122,33 +138,94 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 	}
 	defer unlock()
 
-	goBin, err := goCommand()
-	if err != nil {
+	bins := &Binaries{}
+	if err := buildTools(ctx, w, toolsDir, root, tools, bins, false); err != nil {
 		return nil, err
 	}
-	bins := &Binaries{}
-	for _, t := range tools {
+	return bins, nil
+}
+
+// BuildFlux adds Flux's parts to bins, building them into the cache as Build does when
+// they are not there yet. An error wrapping ErrModulesUnavailable means their modules
+// are neither in the module cache nor downloadable (no network): a caller may skip.
+func BuildFlux(ctx context.Context, w io.Writer, bins *Binaries) error {
+	if w == nil {
+		w = io.Discard
+	}
+	toolsDir, err := ToolsDir()
+	if err != nil {
+		return err
+	}
+	root, err := CacheDir()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("create sandbox cache: %w", err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(root, ".build.lock"), func() {
+		fmt.Fprintf(w, "sandbox: waiting for another process building into %s\n", root)
+	})
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return buildTools(ctx, w, toolsDir, root, fluxTools, bins, true)
+}
+
+// ErrModulesUnavailable says a tools module's dependencies could not be downloaded.
+var ErrModulesUnavailable = errors.New("the tools module's dependencies are not in the module cache and cannot be downloaded")
+
+// buildTools builds each of list missing from the cache and records every path in bins.
+// With checkModules, the modules a build needs are fetched first, so that a machine
+// without them says so (ErrModulesUnavailable). Callers hold the build lock.
+func buildTools(ctx context.Context, w io.Writer, toolsDir, root string, list []tool, bins *Binaries, checkModules bool) error {
+	goBin, err := goCommand()
+	if err != nil {
+		return err
+	}
+	for _, t := range list {
 		moduleDir := filepath.Join(toolsDir, t.toolsModule)
 		out, version, err := cachedPath(toolsDir, root, t)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if isFile(out) {
 			t.set(bins, out)
 			continue
 		}
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			return nil, fmt.Errorf("create cache dir for %s: %w", t.name, err)
+			return fmt.Errorf("create cache dir for %s: %w", t.name, err)
+		}
+		if checkModules {
+			if err := downloadModules(ctx, goBin, moduleDir, t.pkg); err != nil {
+				return fmt.Errorf("build %s: %w", t.name, err)
+			}
 		}
 		fmt.Fprintf(w, "sandbox: building %s %s (from %s) ...\n", t.name, version, moduleDir)
 		start := time.Now()
 		if err := goBuild(ctx, goBin, moduleDir, t, version, out, w); err != nil {
-			return nil, err
+			return err
 		}
 		fmt.Fprintf(w, "sandbox: built %s %s in %s\n", t.name, version, time.Since(start).Round(time.Second))
 		t.set(bins, out)
 	}
-	return bins, nil
+	return nil
+}
+
+// downloadModules fetches the modules pkg's build needs (go list downloads what the
+// module cache lacks, and compiles nothing), so a build that cannot start for want of the
+// network says so apart from a build that fails.
+func downloadModules(ctx context.Context, goBin, moduleDir, pkg string) error {
+	cmd := exec.CommandContext(ctx, goBin, "list", "-deps", "-f", "{{.ImportPath}}", pkg)
+	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: go list -deps %s in %s: %v\n%s", ErrModulesUnavailable, pkg, moduleDir, err, tail(stderr.String(), 2000))
+	}
+	return nil
 }
 
 // cachedPath is where t's binary lives in the cache, keyed by the version its tools

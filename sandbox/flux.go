@@ -1,9 +1,7 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,17 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -49,7 +40,7 @@ type Flux struct {
 	// 200, Git server accepting connections), by name.
 	StartUp map[string]time.Duration
 	// Dir holds the Git repositories, the artifact storage, and the parts' logs
-	// (flux-<part>.log).
+	// (<part>.log).
 	Dir string
 
 	sb       *Sandbox
@@ -105,11 +96,12 @@ func (s *Sandbox) StartFlux(ctx context.Context) (_ *Flux, err error) {
 		}
 	}
 	fmt.Fprintf(s.log, "sandbox: Flux up in %s (git server %s; start-up %s)\n",
-		time.Since(start).Round(10*time.Millisecond), f.GitURL, f.startUpSummary())
+		time.Since(start).Round(10*time.Millisecond), f.GitURL, f.StartUpSummary())
 	return f, nil
 }
 
-func (f *Flux) startUpSummary() string {
+// StartUpSummary says how long each part took to start, in start order.
+func (f *Flux) StartUpSummary() string {
 	var parts []string
 	for _, n := range []string{FluxGitServer, FluxSourceController, FluxKustomizeController} {
 		if d, ok := f.StartUp[n]; ok {
@@ -119,124 +111,12 @@ func (f *Flux) startUpSummary() string {
 	return strings.Join(parts, ", ")
 }
 
-// fluxManifests finds the CRD directories and the generated controller ClusterRoles
-// (config/rbac/role.yaml) of both controllers in the module cache, at the versions the
-// tools modules require. The role files map a controller name to its path.
-func fluxManifests(ctx context.Context) (crds []string, roles map[string]string, err error) {
-	toolsDir, err := ToolsDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	roles = map[string]string{}
-	for _, c := range []struct{ name, module string }{
-		{FluxSourceController, sourceControllerModule},
-		{FluxKustomizeController, kustomizeControllerModule},
-	} {
-		version, err := requiredVersion(filepath.Join(toolsDir, c.name, "go.mod"), c.module)
-		if err != nil {
-			return nil, nil, err
-		}
-		dir, err := moduleDir(ctx, c.module, version)
-		if err != nil {
-			return nil, nil, err
-		}
-		crd := filepath.Join(dir, "config", "crd", "bases")
-		if !isDir(crd) {
-			return nil, nil, fmt.Errorf("find %s CRDs: %s is missing", c.name, crd)
-		}
-		crds = append(crds, crd)
-		roles[c.name] = filepath.Join(dir, "config", "rbac", "role.yaml")
-	}
-	return crds, roles, nil
-}
-
-// fluxUser is the identity a controller runs as: its ServiceAccount in flux-system.
-func fluxUser(name string) (string, []string) { return ServiceAccountUser(FluxNamespace, name) }
-
-// installFluxRBAC creates flux-system, a ServiceAccount per controller, and binds each to
-// the ClusterRole its module generates (renamed flux-<controller>). The
-// kustomize-controller also gets cluster-admin, as Flux's own installation gives it
-// (ClusterRoleBinding cluster-reconciler): it applies whatever the repository holds, here
-// Deployments, Services and Canaries.
-func (s *Sandbox) installFluxRBAC(ctx context.Context, roleFiles map[string]string) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: FluxNamespace}}
-	if err := s.client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", FluxNamespace, err)
-	}
-	for name, file := range roleFiles {
-		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: FluxNamespace, Name: name}}
-		if err := s.client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create ServiceAccount %s: %w", name, err)
-		}
-		role, err := readClusterRole(file)
-		if err != nil {
-			return err
-		}
-		roleName := "flux-" + name
-		role.ObjectMeta = metav1.ObjectMeta{Name: roleName}
-		if err := createOrUpdate(ctx, s, role); err != nil {
-			return err
-		}
-		roles := []string{roleName}
-		if name == FluxKustomizeController {
-			roles = append(roles, "cluster-admin")
-		}
-		for _, r := range roles {
-			binding := &rbacv1.ClusterRoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: "flux-" + name + "-" + r},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: r},
-				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: FluxNamespace, Name: name}},
-			}
-			if err := createOrUpdate(ctx, s, binding); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func readClusterRole(path string) (*rbacv1.ClusterRole, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read Flux RBAC: %w", err)
-	}
-	role := &rbacv1.ClusterRole{}
-	if err := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(data)), 4096).Decode(role); err != nil {
-		return nil, fmt.Errorf("read Flux RBAC %s: %w", path, err)
-	}
-	if role.Kind != "ClusterRole" || len(role.Rules) == 0 {
-		return nil, fmt.Errorf("read Flux RBAC %s: not a ClusterRole with rules", path)
-	}
-	return role, nil
-}
-
-// createOrUpdate creates obj, or updates it when it exists (a second StartFlux on the same
-// sandbox).
-func createOrUpdate(ctx context.Context, s *Sandbox, obj client.Object) error {
-	err := s.client.Create(ctx, obj)
-	if err == nil {
-		return nil
-	}
-	if !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create %s: %w", obj.GetName(), err)
-	}
-	current := obj.DeepCopyObject().(client.Object)
-	if err := s.client.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
-		return fmt.Errorf("get %s: %w", obj.GetName(), err)
-	}
-	obj.SetResourceVersion(current.GetResourceVersion())
-	if err := s.client.Update(ctx, obj); err != nil {
-		return fmt.Errorf("update %s: %w", obj.GetName(), err)
-	}
-	return nil
-}
-
 // startGitServer runs the Git server over <Dir>/git and waits for its URL.
 func (f *Flux) startGitServer(ctx context.Context) error {
 	start := time.Now()
 	urlFile := filepath.Join(f.Dir, "gitserver.url")
 	_ = os.Remove(urlFile)
-	p, err := startFluxProcess(FluxGitServer, f.Dir, f.sb.Binaries.GitServer, nil,
+	p, err := startProcess(FluxGitServer, f.Dir, f.sb.Binaries.GitServer,
 		"-root", filepath.Join(f.Dir, "git"), "-url-file", urlFile)
 	if err != nil {
 		return err
@@ -293,9 +173,12 @@ func (f *Flux) startController(ctx context.Context, name string) error {
 			"--storage-addr", storage,
 			"--storage-adv-addr", storage)
 	}
-	env := []string{"KUBECONFIG=" + kubeconfig, "RUNTIME_NAMESPACE=" + FluxNamespace}
+	cmd := exec.Command(bin, args...)
+	// Here KUBECONFIG is the sandbox's own, as the controller's ServiceAccount.
+	cmd.Env = append(environWithout("KUBECONFIG", "RUNTIME_NAMESPACE"),
+		"KUBECONFIG="+kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
 	start := time.Now()
-	p, err := startFluxProcess(name, f.Dir, bin, env, args...)
+	p, err := startCommand(name, f.Dir, cmd)
 	if err != nil {
 		return err
 	}
@@ -337,26 +220,11 @@ func (f *Flux) RSS() map[string]int64 {
 		if done, _ := p.exited(); done {
 			continue
 		}
-		if n, err := processRSS(p.cmd.Process.Pid); err == nil {
+		if n, err := readRSS(p.cmd.Process.Pid); err == nil {
 			out[p.name] = n
 		}
 	}
 	return out
-}
-
-// processRSS reads VmRSS of pid from /proc (Linux only).
-func processRSS(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, errors.New("no VmRSS")
 }
 
 // Running reports an error when a part has exited.
@@ -381,167 +249,4 @@ func (f *Flux) Stop() error {
 		f.stopErr = errors.Join(errs...)
 	})
 	return f.stopErr
-}
-
-// FluxApply is one server-side apply of a Kustomization as the kustomize-controller logged
-// it ("server-side apply completed"): what happened to each object ("created",
-// "configured", "unchanged", ...) at which source revision.
-type FluxApply struct {
-	Time     time.Time
-	Revision string
-	// Output maps "Kind/namespace/name" to the action.
-	Output map[string]string
-}
-
-// Applies reads every server-side apply the kustomize-controller logged for the
-// Kustomization namespace/name, oldest first. Flux reports drift this way: an object
-// whose live state differs from the repository is "configured" again on a reconciliation
-// of an unchanged revision.
-func (f *Flux) Applies(namespace, name string) ([]FluxApply, error) {
-	file, err := os.Open(f.LogPath(FluxKustomizeController))
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	var out []FluxApply
-	sc := bufio.NewScanner(file)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if !strings.Contains(string(line), "server-side apply completed") {
-			continue
-		}
-		var entry struct {
-			TS        string            `json:"ts"`
-			Msg       string            `json:"msg"`
-			Name      string            `json:"name"`
-			Namespace string            `json:"namespace"`
-			Revision  string            `json:"revision"`
-			Output    map[string]string `json:"output"`
-		}
-		if err := json.Unmarshal(line, &entry); err != nil || entry.Msg != "server-side apply completed" {
-			continue
-		}
-		if entry.Name != name || entry.Namespace != namespace {
-			continue
-		}
-		ts, _ := time.Parse(time.RFC3339Nano, entry.TS)
-		out = append(out, FluxApply{Time: ts, Revision: entry.Revision, Output: entry.Output})
-	}
-	return out, sc.Err()
-}
-
-// GitRepo is a working copy whose commits are pushed to the sandbox's Git server: what a
-// developer or a CI job does to release through Flux.
-type GitRepo struct {
-	// URL is what a GitRepository's spec.url points at.
-	URL string
-	// Dir is the working copy.
-	Dir string
-}
-
-// NewGitRepo creates an empty working copy for repository name (branch main); its first
-// Commit creates the repository on the server.
-func (f *Flux) NewGitRepo(ctx context.Context, name string) (*GitRepo, error) {
-	r := &GitRepo{URL: f.GitURL + "/" + name + ".git", Dir: filepath.Join(f.Dir, "work", name)}
-	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create working copy: %w", err)
-	}
-	if _, err := r.git(ctx, "init", "--initial-branch=main"); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-// Commit writes files (path relative to the repository -> content; nil removes the file),
-// commits everything with message and pushes main. It returns the commit's hash.
-func (r *GitRepo) Commit(ctx context.Context, message string, files map[string][]byte) (string, error) {
-	for path, content := range files {
-		p := filepath.Join(r.Dir, filepath.FromSlash(path))
-		if content == nil {
-			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return "", err
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(p, content, 0o644); err != nil {
-			return "", err
-		}
-	}
-	if _, err := r.git(ctx, "add", "-A"); err != nil {
-		return "", err
-	}
-	if _, err := r.git(ctx, "commit", "--allow-empty", "-m", message); err != nil {
-		return "", err
-	}
-	return r.push(ctx)
-}
-
-// Revert commits the revert of the last commit (git revert HEAD) and pushes it.
-func (r *GitRepo) Revert(ctx context.Context) (string, error) {
-	if _, err := r.git(ctx, "revert", "--no-edit", "HEAD"); err != nil {
-		return "", err
-	}
-	return r.push(ctx)
-}
-
-func (r *GitRepo) push(ctx context.Context) (string, error) {
-	if _, err := r.git(ctx, "push", r.URL, "main"); err != nil {
-		return "", err
-	}
-	sha, err := r.git(ctx, "rev-parse", "HEAD")
-	return strings.TrimSpace(sha), err
-}
-
-// git runs git in the working copy with no user or system configuration, as a fixed
-// author, never prompting.
-func (r *GitRepo) git(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = r.Dir
-	cmd.Env = append(os.Environ(),
-		"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
-		"GIT_AUTHOR_NAME=coalmine sandbox", "GIT_AUTHOR_EMAIL=sandbox@coalmine.invalid",
-		"GIT_COMMITTER_NAME=coalmine sandbox", "GIT_COMMITTER_EMAIL=sandbox@coalmine.invalid")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-// startFluxProcess is startProcess with extra environment (the controllers take their
-// kubeconfig from KUBECONFIG, which startProcess drops so nothing reaches a user's
-// cluster by accident: here it is always a sandbox kubeconfig).
-func startFluxProcess(name, logDir, bin string, env []string, args ...string) (*process, error) {
-	logPath := filepath.Join(logDir, name+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open log of %s: %w", name, err)
-	}
-	fmt.Fprintf(logFile, "=== %s %s %s\n", time.Now().Format(time.RFC3339), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = childAttrs()
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KUBECONFIG=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
 }
