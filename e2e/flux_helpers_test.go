@@ -100,27 +100,7 @@ func (fs *fluxScenario) createFluxObjects() {
 		},
 	}}
 	repo.SetGroupVersionKind(gitRepositoryGVK)
-	var checks []any
-	for _, kind := range fs.healthChecks {
-		apiVersion := coalminev1beta1.GroupVersion.String()
-		if kind == "Deployment" {
-			apiVersion = "apps/v1"
-		}
-		checks = append(checks, map[string]any{"apiVersion": apiVersion, "kind": kind, "name": appName, "namespace": fs.ns})
-	}
-	ks := &unstructured.Unstructured{Object: map[string]any{
-		"metadata": map[string]any{"namespace": fs.ns, "name": kustomizationName},
-		"spec": map[string]any{
-			"interval":      "1m",
-			"retryInterval": fluxRetryInterval.String(),
-			"path":          "./apps/alice",
-			"prune":         true,
-			"timeout":       fluxHealthTimeout.String(),
-			"sourceRef":     map[string]any{"kind": "GitRepository", "name": fs.ns},
-			"healthChecks":  checks,
-		},
-	}}
-	ks.SetGroupVersionKind(kustomizationGVK)
+	ks := fs.appKustomization()
 	// The source first, as a bootstrap has it: a Kustomization created before its source
 	// has an artifact reports ArtifactFailed, which expectNoFailureButHealth refuses.
 	if err := k8s.Create(fs.ctx, repo); err != nil {
@@ -159,6 +139,49 @@ func (fs *fluxScenario) createFluxObjects() {
 			fs.t.Logf("Kustomization not gone: %v", err)
 		}
 	})
+}
+
+// appKustomization is manifests/examples/flux/app-kustomization.yaml, the configuration
+// the README recommends, moved to the scenario: its namespace, its source, the sandbox's
+// short interval, retry and timeout. fluxScenario.healthChecks may drop the Deployment's
+// check (COALMINE_E2E_FLUX_HEALTH=canary).
+func (fs *fluxScenario) appKustomization() *unstructured.Unstructured {
+	fs.t.Helper()
+	objs := readYAML(fs.t, "../manifests/examples/flux/app-kustomization.yaml")
+	if len(objs) != 1 || objs[0].GroupVersionKind() != kustomizationGVK {
+		fs.t.Fatalf("app-kustomization.yaml: want one %s", kustomizationGVK)
+	}
+	ks := objs[0]
+	ks.SetNamespace(fs.ns)
+	ks.SetName(kustomizationName)
+	set := func(value any, path ...string) {
+		if err := unstructured.SetNestedField(ks.Object, value, path...); err != nil {
+			fs.t.Fatalf("set %v: %v", path, err)
+		}
+	}
+	set("1m", "spec", "interval")
+	set(fluxRetryInterval.String(), "spec", "retryInterval")
+	set(fluxHealthTimeout.String(), "spec", "timeout")
+	set(fs.ns, "spec", "sourceRef", "name")
+	checks, _, _ := unstructured.NestedSlice(ks.Object, "spec", "healthChecks")
+	var kept []any
+	for _, c := range checks {
+		m := c.(map[string]any)
+		if slices.Contains(fs.healthChecks, fmt.Sprint(m["kind"])) {
+			m["namespace"] = fs.ns
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) != len(fs.healthChecks) {
+		fs.t.Fatalf("app-kustomization.yaml health-checks %v, want at least %v", checks, fs.healthChecks)
+	}
+	if err := unstructured.SetNestedSlice(ks.Object, kept, "spec", "healthChecks"); err != nil {
+		fs.t.Fatal(err)
+	}
+	if wait, _, _ := unstructured.NestedBool(ks.Object, "spec", "wait"); wait {
+		fs.t.Fatal("app-kustomization.yaml sets wait: true")
+	}
+	return ks
 }
 
 // requestReconcile annotates a Flux object with reconcile.fluxcd.io/requestedAt, as the
@@ -245,6 +268,32 @@ func (fs *fluxScenario) expectKstatusFailed(metric string) {
 	if ready == nil || ready["status"] != "False" || !strings.Contains(fmt.Sprint(ready["message"]), metric) {
 		fs.t.Errorf("Canary Ready condition %v, want False naming %s", ready, metric)
 	}
+}
+
+// expectDeploymentInProgress checks what `wait: true` would wait on after the rollback:
+// alice, paused on the failed template, reads InProgress to kstatus ("Updated: 0/2")
+// however long it waits, so such a Kustomization ends HealthCheckFailed on its timeout
+// although the rollback was right.
+func (fs *fluxScenario) expectDeploymentInProgress() {
+	fs.t.Helper()
+	u, err := toUnstructured(fs.target())
+	if err != nil {
+		fs.t.Fatal(err)
+	}
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(u.GroupVersionKind())
+	if err := k8s.Get(fs.ctx, client.ObjectKeyFromObject(u), live); err != nil {
+		fs.t.Fatal(err)
+	}
+	res, err := kstatus.Compute(live)
+	if err != nil {
+		fs.t.Fatal(err)
+	}
+	want := fmt.Sprintf("Updated: 0/%d", replicas)
+	if res.Status != kstatus.InProgressStatus || res.Message != want {
+		fs.t.Errorf("kstatus of the paused alice after the rollback: %s %q, want InProgress %q", res.Status, res.Message, want)
+	}
+	fs.t.Logf("kstatus of alice after the rollback: %s %q", res.Status, res.Message)
 }
 
 // expectRolledBack checks the rollback of the shipped image: Failed at the seed's

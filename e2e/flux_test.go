@@ -102,6 +102,7 @@ func TestFluxReleasesThroughGit(t *testing.T) {
 	fs.waitHealthFailed(rev3)
 	fs.expectNeverReadyAt(rev3)
 	fs.expectKstatusFailed(coalminev1beta1.MetricRequestSuccessRate)
+	fs.expectDeploymentInProgress()
 	fs.expectNoDrift(rev3, false)
 
 	// The revert of v3: the template is v2 again, the stable one; nothing rolls.

@@ -2,9 +2,11 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -25,15 +27,21 @@ type FluxApply struct {
 func (f *Flux) Applies(namespace, name string) ([]FluxApply, error) {
 	file, err := os.Open(f.LogPath(FluxKustomizeController))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the kustomize-controller's log: %w", err)
 	}
 	defer file.Close()
+	return parseApplies(file, namespace, name)
+}
+
+// parseApplies reads the applies of namespace/name from a kustomize-controller's JSON log;
+// other lines (the sandbox's own header, other Kustomizations) are skipped.
+func parseApplies(r io.Reader, namespace, name string) ([]FluxApply, error) {
 	var out []FluxApply
-	sc := bufio.NewScanner(file)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if !strings.Contains(string(line), "server-side apply completed") {
+		if !bytes.Contains(line, []byte("server-side apply completed")) {
 			continue
 		}
 		var entry struct {
