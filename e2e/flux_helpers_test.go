@@ -248,8 +248,8 @@ func (fs *fluxScenario) waitHealthFailed(rev string) {
 // expectKstatusFailed checks the Canary as Flux's health check reads it (Flux's fork of
 // kstatus): Failed, with coalmine's rollback reason naming metric. Flux's Ready message
 // carries only "<Kind>/<namespace>/<name> status: 'Failed'" (fluxcd/pkg/ssa's WaitForSet
-// prints the status, not kstatus' message), so the metric is in the Canary's own Ready
-// and Stalled conditions, where `flux tree`, `kubectl describe` and kstatus find it.
+// prints the status, not kstatus' message), so the metric is in the Canary's own Stalled
+// condition (and status.message), where `kubectl describe` and kstatus find it.
 func (fs *fluxScenario) expectKstatusFailed(metric string) {
 	fs.t.Helper()
 	u := &unstructured.Unstructured{}
@@ -264,10 +264,11 @@ func (fs *fluxScenario) expectKstatusFailed(metric string) {
 	if res.Status != kstatus.FailedStatus || !strings.Contains(res.Message, metric) {
 		fs.t.Errorf("kstatus of the rolled-back Canary: %s %q, want Failed naming %s", res.Status, res.Message, metric)
 	}
-	ready := condition(u, "Ready")
-	if ready == nil || ready["status"] != "False" || !strings.Contains(fmt.Sprint(ready["message"]), metric) {
-		fs.t.Errorf("Canary Ready condition %v, want False naming %s", ready, metric)
+	stalled := condition(u, "Stalled")
+	if stalled == nil || stalled["status"] != "True" || stalled["reason"] != "RolledBack" || !strings.Contains(fmt.Sprint(stalled["message"]), metric) {
+		fs.t.Errorf("Canary Stalled condition %v, want True/RolledBack naming %s", stalled, metric)
 	}
+	fs.t.Logf("the rolled-back Canary to kstatus: %s %q", res.Status, res.Message)
 }
 
 // expectDeploymentInProgress checks what `wait: true` would wait on after the rollback:
@@ -540,6 +541,16 @@ func (r *kustomizationRecorder) observe(u *unstructured.Unstructured) {
 	tr := readyTransition{at: time.Now(), ready: status == "True", reason: reason, message: message, attempted: rev}
 	if c := r.canary.latest(); c != nil {
 		tr.canaryPhase = c.Status.Phase
+	}
+	if tr.ready {
+		// The Canary's own watch may deliver the status Flux just read a little later
+		// than this event: read it, so the phase is at least as new as Flux's.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c := &coalminev1beta1.Canary{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: u.GetNamespace(), Name: appName}, c); err == nil {
+			tr.canaryPhase = c.Status.Phase
+		}
 	}
 	r.trs = append(r.trs, tr)
 }
