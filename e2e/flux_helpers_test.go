@@ -33,6 +33,9 @@ type fluxScenario struct {
 	healthChecks []string
 	// sourceCreated: the GitRepository exists, so a push is followed by a request to fetch.
 	sourceCreated bool
+	// optIn ships alice with the opt-in annotation (and overrides) instead of a Canary, and
+	// waitAll gives the Kustomization `wait: true` instead of health checks.
+	optIn, waitAll bool
 }
 
 // manifests is the repository's content for a release of alice: the Deployment and the
@@ -40,8 +43,17 @@ type fluxScenario struct {
 // coalmine creates alice, alice-primary and alice-canary from the Canary.
 func (fs *fluxScenario) manifests(image string, env map[string]string) map[string][]byte {
 	fs.t.Helper()
+	d := fs.release(image, env)
+	if fs.optIn {
+		d.Annotations = map[string]string{
+			coalminev1beta1.AnnotationCanary:               "enabled",
+			coalminev1beta1.AnnotationPrefix + "interval":  analysisInterval.String(),
+			coalminev1beta1.AnnotationPrefix + "threshold": "2",
+		}
+		return map[string][]byte{"apps/alice/deployment.yaml": fs.yamlOf(d)}
+	}
 	return map[string][]byte{
-		"apps/alice/deployment.yaml": fs.yamlOf(fs.release(image, env)),
+		"apps/alice/deployment.yaml": fs.yamlOf(d),
 		"apps/alice/canary.yaml":     fs.yamlOf(fs.seedCanary()),
 	}
 }
@@ -175,11 +187,17 @@ func (fs *fluxScenario) appKustomization() *unstructured.Unstructured {
 	if len(kept) != len(fs.healthChecks) {
 		fs.t.Fatalf("app-kustomization.yaml health-checks %v, want at least %v", checks, fs.healthChecks)
 	}
-	if err := unstructured.SetNestedSlice(ks.Object, kept, "spec", "healthChecks"); err != nil {
-		fs.t.Fatal(err)
-	}
 	if wait, _, _ := unstructured.NestedBool(ks.Object, "spec", "wait"); wait {
 		fs.t.Fatal("app-kustomization.yaml sets wait: true")
+	}
+	if fs.waitAll {
+		unstructured.RemoveNestedField(ks.Object, "spec", "healthChecks")
+		set(true, "spec", "wait")
+		set(fluxWaitTimeout.String(), "spec", "timeout")
+		return ks
+	}
+	if err := unstructured.SetNestedSlice(ks.Object, kept, "spec", "healthChecks"); err != nil {
+		fs.t.Fatal(err)
 	}
 	return ks
 }
@@ -269,6 +287,19 @@ func (fs *fluxScenario) expectKstatusFailed(metric string) {
 		fs.t.Errorf("Canary Stalled condition %v, want True/RolledBack naming %s", stalled, metric)
 	}
 	fs.t.Logf("the rolled-back Canary to kstatus: %s %q", res.Status, res.Message)
+}
+
+// logPausedOwners logs which field managers own alice's spec.paused (why Flux never
+// reverts coalmine's pause: the webhook writes it inside Flux's own request).
+func (fs *fluxScenario) logPausedOwners(when string) {
+	fs.t.Helper()
+	var owners []string
+	for _, m := range fs.target().ManagedFields {
+		if m.FieldsV1 != nil && strings.Contains(string(m.FieldsV1.Raw), `"f:paused"`) {
+			owners = append(owners, fmt.Sprintf("%s (%s)", m.Manager, m.Operation))
+		}
+	}
+	fs.t.Logf("%s: spec.paused=%v owned by %v", when, fs.target().Spec.Paused, owners)
 }
 
 // expectDeploymentInProgress checks what `wait: true` would wait on after the rollback:

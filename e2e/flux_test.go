@@ -89,6 +89,7 @@ func TestFluxReleasesThroughGit(t *testing.T) {
 	if img := s.target().Spec.Template.Spec.Containers[0].Image; img != imageV2 {
 		t.Errorf("alice runs %s after the v2 commit, want %s", img, imageV2)
 	}
+	fs.logPausedOwners("after the promotion")
 	fs.expectNoDrift(rev2, true)
 	promotedRS := fs.replicaSets()
 
@@ -103,6 +104,7 @@ func TestFluxReleasesThroughGit(t *testing.T) {
 	fs.expectNeverReadyAt(rev3)
 	fs.expectKstatusFailed(coalminev1beta1.MetricRequestSuccessRate)
 	fs.expectDeploymentInProgress()
+	fs.logPausedOwners("after the rollback")
 	fs.expectNoDrift(rev3, false)
 
 	// The revert of v3: the template is v2 again, the stable one; nothing rolls.
@@ -115,6 +117,7 @@ func TestFluxReleasesThroughGit(t *testing.T) {
 	if d := s.target(); d.Spec.Paused || d.Spec.Template.Spec.Containers[0].Image != imageV2 {
 		t.Errorf("after the revert: paused=%v image %s, want unpaused on %s", d.Spec.Paused, d.Spec.Template.Spec.Containers[0].Image, imageV2)
 	}
+	fs.logPausedOwners("after the revert")
 	s.expectPodsOn(imageV2, true)
 	if got := fs.replicaSets(); !slices.Equal(got, promotedRS) {
 		t.Errorf("ReplicaSets of alice after the revert %v, want those after v2's promotion %v (nothing rolled)", got, promotedRS)
