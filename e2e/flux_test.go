@@ -53,8 +53,9 @@ const (
 // point a forced reconciliation applies nothing: Flux sees no drift, and it never reports
 // an apply failure.
 func TestFluxReleasesThroughGit(t *testing.T) {
-	flux := startFlux(t)
+	buildFlux(t)
 	env := sharedRollout(t)
+	flux := startFlux(t)
 	start := time.Now()
 	s := newScenario(t, env, scenarioOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), fluxScenarioTimeout)
@@ -144,17 +145,24 @@ func fluxHealthChecks() []string {
 	return []string{"Canary", "Deployment"}
 }
 
-// startFlux builds Flux's parts when the cache lacks them and starts them on the shared
-// sandbox for t. Without the modules (no network, empty module cache) it skips.
-func startFlux(t *testing.T) *sandbox.Flux {
+// buildFlux builds Flux's parts when the cache lacks them, before anything else of t
+// runs. Without their modules (no network, empty module cache) it skips t.
+func buildFlux(t *testing.T) {
 	t.Helper()
-	ctx := testContext(t, fluxBuildTimeout)
-	if err := sandbox.BuildFlux(ctx, os.Stderr, sb.Binaries); err != nil {
+	if err := sandbox.BuildFlux(testContext(t, fluxBuildTimeout), os.Stderr, sb.Binaries); err != nil {
 		if errors.Is(err, sandbox.ErrModulesUnavailable) {
 			t.Skipf("Flux's source-controller, kustomize-controller or git server cannot be built here: %v", err)
 		}
 		t.Fatalf("build Flux: %v", err)
 	}
+}
+
+// startFlux starts Flux's parts on the shared sandbox for t. Call it after
+// sharedRollout: the git server's port is the kernel's pick, and while the shared coalmine
+// is down between two tests the kernel may hand out the port its web view comes back on
+// (seen once: "bind: address already in use").
+func startFlux(t *testing.T) *sandbox.Flux {
+	t.Helper()
 	f, err := sb.StartFlux(testContext(t, 3*time.Minute))
 	if err != nil {
 		t.Fatalf("start Flux: %v", err)

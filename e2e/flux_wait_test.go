@@ -23,8 +23,9 @@ const fluxWaitTimeout = 40 * time.Second
 // correctly, yet Flux waits on the paused Deployment until its timeout and then reports
 // that Deployment InProgress, saying nothing about the canary.
 func TestFluxWaitTrueTimesOutAfterARollback(t *testing.T) {
-	flux := startFlux(t)
+	buildFlux(t)
 	env := sharedRollout(t)
+	flux := startFlux(t)
 	s := newScenario(t, env, scenarioOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), fluxScenarioTimeout)
 	t.Cleanup(cancel)
