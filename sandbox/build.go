@@ -27,6 +27,11 @@ type Binaries struct {
 	// KumaCP is Kuma's control plane, run as the Global and the zone CP of multi-zone
 	// scenarios (kumacp.go).
 	KumaCP string
+	// SourceController, KustomizeController and GitServer are Flux's parts (flux.go).
+	// Build leaves them empty: BuildFlux builds them on demand.
+	SourceController    string
+	KustomizeController string
+	GitServer           string
 }
 
 // tool is one binary built from a tools module under sandbox/tools.
@@ -95,6 +100,17 @@ var tools = []tool{
 		ldflags: kumaLDFlags, set: func(b *Binaries, p string) { b.KumaCP = p }},
 }
 
+// fluxTools are optional: only the Flux scenarios need them, and their cold build
+// (~20 min of CPU together) would more than double `make sandbox`. BuildFlux builds them.
+var fluxTools = []tool{
+	{name: "gitserver", toolsModule: "gitserver", module: gitTestServerModule, pkg: ".",
+		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.GitServer = p }},
+	{name: "source-controller", toolsModule: "source-controller", module: sourceControllerModule, pkg: sourceControllerModule,
+		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.SourceController = p }},
+	{name: "kustomize-controller", toolsModule: "kustomize-controller", module: kustomizeControllerModule, pkg: kustomizeControllerModule,
+		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.KustomizeController = p }},
+}
+
 // Build builds the sandbox's binaries, or reuses them from
 // ${XDG_CACHE_HOME:-~/.cache}/coalmine/sandbox/<tool>-<version>/, one at a time (the
 // Kubernetes ones take minutes each on two cores). It reports on w what it builds and
@@ -141,6 +157,51 @@ func buildTool(ctx context.Context, w io.Writer, goBin, toolsDir, root string, t
 	}
 	fmt.Fprintf(w, "sandbox: built %s %s in %s\n", t.name, version, time.Since(start).Round(time.Second))
 	return out, nil
+}
+
+// BuildFlux adds Flux's parts to bins, building them into the cache as Build does when
+// they are not there yet. An error wrapping ErrModulesUnavailable means their modules
+// are neither in the module cache nor downloadable (no network): a caller may skip.
+func BuildFlux(ctx context.Context, w io.Writer, bins *Binaries) error {
+	if w == nil {
+		w = io.Discard
+	}
+	b, err := lockBuild(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer b.unlock()
+	for _, t := range fluxTools {
+		if out, _, err := cachedPath(b.toolsDir, b.root, t); err == nil && !isFile(out) {
+			if err := downloadModules(ctx, b.goBin, filepath.Join(b.toolsDir, t.toolsModule), t.pkg); err != nil {
+				return fmt.Errorf("build %s: %w", t.name, err)
+			}
+		}
+		out, err := buildTool(ctx, w, b.goBin, b.toolsDir, b.root, t)
+		if err != nil {
+			return err
+		}
+		t.set(bins, out)
+	}
+	return nil
+}
+
+// ErrModulesUnavailable says a tools module's dependencies could not be downloaded.
+var ErrModulesUnavailable = errors.New("the tools module's dependencies are not in the module cache and cannot be downloaded")
+
+// downloadModules fetches the modules pkg's build needs (go list downloads what the
+// module cache lacks, and compiles nothing), so a build that cannot start for want of the
+// network says so apart from a build that fails.
+func downloadModules(ctx context.Context, goBin, moduleDir, pkg string) error {
+	cmd := exec.CommandContext(ctx, goBin, "list", "-deps", "-f", "{{.ImportPath}}", pkg)
+	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: go list -deps %s in %s: %v\n%s", ErrModulesUnavailable, pkg, moduleDir, err, tail(stderr.String(), 2000))
+	}
+	return nil
 }
 
 // buildLock is the cache's build lock, held, and what a build needs.
