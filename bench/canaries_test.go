@@ -240,14 +240,8 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		if err != nil {
 			giveUp(b, e, canaryResult{n: n, initTime: r.initTime, note: fmt.Sprintf("not all Succeeded within %s of the image change: %v", time.Since(start).Round(time.Second), err)})
 		}
-		slowest := 0
-		for j, name := range names {
-			d := doneAt[name].Sub(appliedAt[j])
-			durations = append(durations, d)
-			if d > doneAt[names[slowest]].Sub(appliedAt[slowest]) {
-				slowest = j
-			}
-		}
+		ds, slowest := rolloutDurations(names, appliedAt, doneAt)
+		durations = append(durations, ds...)
 		tl := e.timelines(ctx, b, ns, names, appliedAt)
 		b.Logf("timeline of the slowest, %s, from its image change:%s", names[slowest], tl[names[slowest]].text)
 		for _, t := range tl {
@@ -587,4 +581,18 @@ func (e *env) timelines(ctx context.Context, b *testing.B, ns string, names []st
 		out[name] = t
 	}
 	return out
+}
+
+// rolloutDurations is each app's time from its image change (appliedAt, by index of
+// names) to Succeeded (doneAt), and the index of the slowest.
+func rolloutDurations(names []string, appliedAt []time.Time, doneAt map[string]time.Time) ([]time.Duration, int) {
+	out := make([]time.Duration, len(names))
+	slowest := 0
+	for j, name := range names {
+		out[j] = doneAt[name].Sub(appliedAt[j])
+		if out[j] > out[slowest] {
+			slowest = j
+		}
+	}
+	return out, slowest
 }

@@ -216,15 +216,7 @@ func (e *env) runPeer(ctx context.Context, b *testing.B, side peerSide, n int) p
 		r.note = fmt.Sprintf("not all finished within %s of the image change: %v", time.Since(appliedAt[0]).Round(time.Second), err)
 		return r
 	}
-	var durations []time.Duration
-	slowest := 0
-	for j, name := range names {
-		d := doneAt[name].Sub(appliedAt[j])
-		durations = append(durations, d)
-		if d > doneAt[names[slowest]].Sub(appliedAt[slowest]) {
-			slowest = j
-		}
-	}
+	durations, slowest := rolloutDurations(names, appliedAt, doneAt)
 	peerLog("%s N=%d: the slowest, %s, from its image change (its Events; a repeated one at its last time):%s", side.name, n,
 		names[slowest], e.eventTimeline(ctx, ns, names[slowest], appliedAt[slowest]))
 	slices.Sort(durations)
