@@ -12,18 +12,15 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/coalmine-dev/coalmine/cmd/coalmine/demo"
 	"github.com/coalmine-dev/coalmine/sandbox"
 )
 
@@ -32,8 +29,7 @@ import (
 // impersonation (Flagger's kubeconfig names only the proxy), and its Prometheus queries
 // through a counting proxy of their own, so every count is Flagger's alone.
 type flaggerProcess struct {
-	cmd     *exec.Cmd
-	exited  chan error
+	proc    *sandbox.FlaggerProcess
 	logPath string
 	port    int
 	api     *requestCounter
@@ -46,7 +42,7 @@ type flaggerProcess struct {
 // debug, whose logging would be counted as its CPU). It returns once Flagger has started its
 // workers.
 func (e *env) startFlagger(ctx context.Context, bin, logPath string) (_ *flaggerProcess, err error) {
-	f := &flaggerProcess{logPath: logPath, api: newRequestCounter(), exited: make(chan error, 1)}
+	f := &flaggerProcess{logPath: logPath, api: newRequestCounter()}
 	defer func() {
 		if err != nil {
 			f.stop()
@@ -89,48 +85,13 @@ func (e *env) startFlagger(ctx context.Context, bin, logPath string) (_ *flagger
 		return nil, fmt.Errorf("write Flagger's kubeconfig: %w", err)
 	}
 
-	if f.port, err = demo.FreePort(); err != nil {
+	if f.proc, err = sandbox.StartFlagger(ctx, sandbox.FlaggerOptions{
+		Binary: bin, Kubeconfig: kubeconfig, MetricsServer: "http://" + promAddr, LogDir: filepath.Dir(logPath),
+	}); err != nil {
 		return nil, err
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("create Flagger's log: %w", err)
-	}
-	defer logFile.Close()
-	f.cmd = exec.Command(bin,
-		"-kubeconfig="+kubeconfig,
-		"-mesh-provider=kuma",
-		"-metrics-server=http://"+promAddr,
-		"-port="+strconv.Itoa(f.port),
-		"-log-level=info",
-	)
-	f.cmd.Stdout, f.cmd.Stderr = logFile, logFile
-	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KUBECONFIG=") {
-			f.cmd.Env = append(f.cmd.Env, kv)
-		}
-	}
-	if err := f.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start Flagger: %w", err)
-	}
-	go func() { f.exited <- f.cmd.Wait() }()
-
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for {
-		if data, err := os.ReadFile(logPath); err == nil && bytes.Contains(data, []byte("Started operator workers")) {
-			return f, nil
-		}
-		select {
-		case err := <-f.exited:
-			f.exited <- err
-			return nil, fmt.Errorf("flagger exited: %v; log ends:\n%s", err, logTail(logPath))
-		case <-ctx.Done():
-			return nil, fmt.Errorf("flagger did not start its workers: %w; log ends:\n%s", ctx.Err(), logTail(logPath))
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	f.port, f.logPath = f.proc.Port, f.proc.LogPath()
+	return f, nil
 }
 
 // serve serves h on a free loopback port until stop.
@@ -145,7 +106,7 @@ func (f *flaggerProcess) serve(h http.Handler) (string, error) {
 	return l.Addr().String(), nil
 }
 
-func (f *flaggerProcess) pid() string { return strconv.Itoa(f.cmd.Process.Pid) }
+func (f *flaggerProcess) pid() string { return strconv.Itoa(f.proc.Pid()) }
 
 // rss is Flagger's resident memory now.
 func (f *flaggerProcess) rss() uint64 { return readRSSOf(f.pid()) }
@@ -191,17 +152,10 @@ func procCPU(pid string) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / userHZ, nil
 }
 
-// stop ends Flagger (SIGTERM, then SIGKILL after 15 s) and its proxies.
+// stop ends Flagger and its proxies.
 func (f *flaggerProcess) stop() {
-	if f.cmd != nil && f.cmd.Process != nil {
-		_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case err := <-f.exited:
-			f.exited <- err
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
-			<-f.exited
-		}
+	if f.proc != nil {
+		_ = f.proc.Stop()
 	}
 	for _, s := range f.servers {
 		_ = s.Close()

@@ -113,8 +113,7 @@ func BenchmarkPeer(b *testing.B) {
 	for _, n := range peerSizes() {
 		b.Run("N="+strconv.Itoa(n), func(b *testing.B) {
 			e.deleteNamespaces(ctx, b)
-			logPath := filepath.Join(e.sb.Dir, fmt.Sprintf("flagger-n%d.log", n))
-			f, err := e.startFlagger(ctx, fl.Binary, logPath)
+			f, err := e.startFlagger(ctx, fl.Binary, filepath.Join(e.sb.Dir, "flagger.log"))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -138,7 +137,7 @@ func BenchmarkPeer(b *testing.B) {
 			e.deleteNamespaces(ctx, b)
 			cr := e.runPeer(ctx, b, coalmine, n)
 			peerResults = append(peerResults, fr, cr)
-			peerLog("Flagger's log: %s", logPath)
+			peerLog("Flagger's log: %s", f.logPath)
 		})
 	}
 	printPeerTable()
