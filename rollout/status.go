@@ -2,11 +2,13 @@ package rollout
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -124,23 +126,49 @@ func (x *pass) setReady() {
 // metadata edit cannot make a decision fail to be recorded. The resourceVersion the
 // write returns is remembered, so a later pass that reads an older Canary from the cache
 // waits instead of acting on it (see writeMemo).
+//
+// The patch is the difference of the two statuses alone, and the answer is asked for as
+// metadata only: a status write is the loop's most frequent API call, and diffing and
+// decoding whole Canaries (spec, managedFields) made it its most expensive one.
 func (x *pass) writeStatus(ctx context.Context) error {
 	x.status.ObservedGeneration = x.canary.Generation
 	if equality.Semantic.DeepEqual(*x.status, x.canary.Status) {
 		return nil
 	}
-	c := x.canary.DeepCopy()
-	c.Status = *x.status.DeepCopy()
-	if err := x.r.Client.Status().Patch(ctx, c, client.MergeFrom(x.canary)); err != nil {
+	patch, err := statusPatch(&x.canary.Status, x.status)
+	if err != nil {
+		return err
+	}
+	written := &metav1.PartialObjectMetadata{}
+	written.SetGroupVersionKind(v1beta1.GroupVersion.WithKind("Canary"))
+	written.Namespace, written.Name = x.canary.Namespace, x.canary.Name
+	if err := x.r.Client.Status().Patch(ctx, written, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("patch canary status: %w", err)
 	}
-	x.r.memo.wrote(memoCanary, client.ObjectKeyFromObject(c), c.ResourceVersion)
+	x.r.memo.wrote(memoCanary, client.ObjectKeyFromObject(x.canary), written.ResourceVersion)
 	x.canary.Status = *x.status.DeepCopy()
-	x.canary.ResourceVersion = c.ResourceVersion
+	x.canary.ResourceVersion = written.ResourceVersion
 	return nil
+}
+
+// statusPatch is the JSON merge patch that turns status from into to.
+func statusPatch(from, to *v1beta1.CanaryStatus) ([]byte, error) {
+	a, err := json.Marshal(from)
+	if err != nil {
+		return nil, fmt.Errorf("encode canary status: %w", err)
+	}
+	b, err := json.Marshal(to)
+	if err != nil {
+		return nil, fmt.Errorf("encode canary status: %w", err)
+	}
+	diff, err := jsonpatch.CreateMergePatch(a, b)
+	if err != nil {
+		return nil, fmt.Errorf("diff canary status: %w", err)
+	}
+	return append(append([]byte(`{"status":`), diff...), '}'), nil
 }
 
 // impossible reports a phase x situation cell that the table says cannot happen. Nothing

@@ -1,7 +1,10 @@
 package v1beta1
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -73,5 +76,40 @@ func TestBuiltinsZoneMatcher(t *testing.T) {
 		if n := strings.Count(zoned, `zone="zone-a"`); n != strings.Count(zoned, "envoy_cluster_name=~") || n == 0 {
 			t.Errorf("%s: %d zone matchers for %d selectors:\n%s", name, n, strings.Count(zoned, "envoy_cluster_name=~"), zoned)
 		}
+	}
+}
+
+// A text is parsed once and rendered by many Canaries at once: each render must see only
+// its own values.
+func TestRenderQueryConcurrentRendersKeepTheirValues(t *testing.T) {
+	const tmpl = `{{ namespace }}/{{ name }}/{{ service }}/{{ variables.k }}`
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := strconv.Itoa(i)
+			vars := QueryVars{Namespace: "ns" + n, Name: "c" + n, Service: "s" + n, Variables: map[string]string{"k": "v" + n}}
+			for range 50 {
+				got, err := RenderQuery(tmpl, vars, true)
+				if want := "ns" + n + "/c" + n + "/s" + n + "/v" + n; err != nil || got != want {
+					errs <- fmt.Sprintf("render %d: got %q, %v; want %q", i, got, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	// Strict and lenient renders of the same text are parsed apart.
+	if _, err := RenderQuery(`{{ variables.missing }}`, QueryVars{}, true); err == nil {
+		t.Error("strict render of an undefined variable: no error")
+	}
+	if got, err := RenderQuery(`{{ variables.missing }}`, QueryVars{}, false); err != nil || got != "" {
+		t.Errorf("lenient render of an undefined variable: %q, %v; want empty", got, err)
 	}
 }
