@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -61,11 +62,12 @@ for the previous one:
      left there it would shadow coalmine's;
   5. once no EndpointSlice lists a pod of <app>-primary, and --drain later, the
      <app>-primary Deployment and Flagger's <app>-primary HPA are deleted.
-Run again after a failure: the steps already done are skipped. Keep Flux from
+Run again after a failure: the steps already done are skipped (between steps 1 and 3,
+the Canary to create is kept in the annotation %[3]s of <app>-primary). Keep Flux from
 re-applying the Flagger Canary meanwhile (suspend the Kustomization).
 
 Flags:
-%[2]s`, prog, fs.FlagUsages())
+%[2]s`, prog, fs.FlagUsages(), annotationMigrateCanary)
 }
 
 func runMigrate(ctx context.Context, prog string, args []string, io IO) error {
@@ -181,7 +183,11 @@ func (m *migration) preflight(ctx context.Context) error {
 	}
 	switch {
 	case fc == nil && !m.exists:
-		return fmt.Errorf("neither a Flagger Canary (flagger.app/v1beta1) nor a coalmine Canary %s exists", m.key)
+		// Stopped between steps 1 and 3: the spec is where step 1 saved it.
+		if m.canary, err = m.savedCanary(ctx); err != nil {
+			return err
+		}
+		m.printf("Flagger Canary %s is gone already: resuming with the Canary saved on %s-primary", m.key, m.canary.Spec.TargetRef.Name)
 	case fc != nil && m.exists:
 		// Were the coalmine Canary to acquire the Services before the target is scaled up,
 		// the apex would select no ready pod.
@@ -209,7 +215,7 @@ func (m *migration) preflight(ctx context.Context) error {
 	err = m.cl.Get(ctx, m.objKey(m.primaryName()), primary)
 	switch {
 	case apierrors.IsNotFound(err):
-		if fc != nil {
+		if !m.exists {
 			return fmt.Errorf("Flagger's Deployment %s does not exist: Flagger has not initialised %s", m.primaryName(), m.key)
 		}
 	case err != nil:
@@ -224,7 +230,7 @@ func (m *migration) preflight(ctx context.Context) error {
 		}
 		m.primary = primary
 	}
-	if fc != nil {
+	if !m.exists {
 		// The coalmine Canary would be refused after Flagger let go: ask the apiserver now.
 		if err := m.cl.Create(ctx, m.canary.DeepCopy(), client.DryRunAll); err != nil {
 			return fmt.Errorf("coalmine would refuse Canary %s made from Flagger's spec: %w", m.key, err)
@@ -235,6 +241,50 @@ func (m *migration) preflight(ctx context.Context) error {
 
 func (m *migration) objKey(name string) client.ObjectKey {
 	return client.ObjectKey{Namespace: m.key.Namespace, Name: name}
+}
+
+// annotationMigrateCanary on Flagger's primary Deployment holds the coalmine Canary while
+// neither Canary exists (between steps 1 and 3), so a run stopped there can resume. The
+// primary is Flagger's object, deleted in step 5, so the note goes with it.
+const annotationMigrateCanary = v1beta1.AnnotationPrefix + "migrate-canary"
+
+// saveCanary writes the coalmine Canary to be created onto the primary Deployment.
+func (m *migration) saveCanary(ctx context.Context) error {
+	if m.primary == nil {
+		return nil
+	}
+	data, err := json.Marshal(m.canary)
+	if err != nil {
+		return fmt.Errorf("encode Canary %s: %w", m.key, err)
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotationMigrateCanary: string(data)}}})
+	if err := m.cl.Patch(ctx, m.primary, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("save Canary %s on Deployment %s: %w", m.key, m.primary.Name, err)
+	}
+	return nil
+}
+
+// savedCanary reads what saveCanary wrote, looking for the primary by the Canary's name
+// (the target's name is in the saved Canary).
+func (m *migration) savedCanary(ctx context.Context) (*v1beta1.Canary, error) {
+	var list appsv1.DeploymentList
+	if err := m.cl.List(ctx, &list, client.InNamespace(m.key.Namespace)); err != nil {
+		return nil, fmt.Errorf("list Deployments: %w", err)
+	}
+	for _, d := range list.Items {
+		data, ok := d.Annotations[annotationMigrateCanary]
+		if !ok {
+			continue
+		}
+		c := &v1beta1.Canary{}
+		if err := json.Unmarshal([]byte(data), c); err != nil {
+			return nil, fmt.Errorf("read %s of Deployment %s: %w", annotationMigrateCanary, d.Name, err)
+		}
+		if c.Name == m.key.Name && d.Name == c.Spec.TargetRef.Name+v1beta1.PrimarySuffix {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("neither a Flagger Canary (flagger.app/v1beta1) nor a coalmine Canary %s exists", m.key)
 }
 
 // primaryName is Flagger's copy of the target.

@@ -37,6 +37,9 @@ func (m *migration) orphanFlagger(ctx context.Context) error {
 		m.printf("Flagger Canary %s is gone: skipped", m.key)
 		return nil
 	}
+	if err := m.saveCanary(ctx); err != nil {
+		return err
+	}
 	uid := m.flagger.GetUID()
 	err := m.cl.Delete(ctx, m.flagger, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &uid})
 	if client.IgnoreNotFound(err) != nil {

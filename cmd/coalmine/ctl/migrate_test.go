@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -79,6 +80,13 @@ func TestMigratePreflightRefuses(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "alice"},
 			Spec:       v1beta1.CanarySpec{TargetRef: v1beta1.LocalObjectReference{Kind: "Deployment", Name: "alice"}},
 		}), ""},
+		{"resume between steps 1 and 3", func() []client.Object {
+			objs := flaggerState("Initialized", nil)
+			c, _ := coalmineCanaryFrom(objs[0].(*unstructured.Unstructured))
+			data, _ := json.Marshal(c)
+			objs[2].SetAnnotations(map[string]string{annotationMigrateCanary: string(data)})
+			return objs[1:]
+		}(), ""},
 		{"daemonset", flaggerState("Initialized", func(fc *unstructured.Unstructured, _, _ *appsv1.Deployment) {
 			_ = unstructured.SetNestedField(fc.Object, "DaemonSet", "spec", "targetRef", "kind")
 		}), "migrate moves Deployments only"},
