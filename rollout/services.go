@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -34,7 +35,13 @@ func (x *pass) ensureServices(ctx context.Context) error {
 	}
 	c := x.canary
 	own := x.status.Ownership
-	desired := workload.ServicesFor(c, x.app, &x.target.Spec.Template.Spec).All()
+	set := workload.ServicesFor(c, x.app, &x.target.Spec.Template.Spec)
+	if x.target.Status.ReadyReplicas == 0 {
+		if unsafe, err := x.unsafeAdoption(ctx, set.Apex, set.Primary); err != nil || unsafe {
+			return err
+		}
+	}
+	desired := set.All()
 	for _, want := range desired {
 		if err := controllerutil.SetControllerReference(c, want, x.r.Client.Scheme()); err != nil {
 			return fmt.Errorf("own service %s: %w", want.Name, err)
@@ -70,6 +77,30 @@ func (x *pass) ensureServices(ctx context.Context) error {
 		}
 	}
 	return x.releaseRenamedServices(ctx, desired)
+}
+
+// unsafeAdoption stops the pass when adopting an apex or primary Service would point it
+// at no ready pod: it selects other pods now (Flagger's apex and primary select
+// <app>-primary's, while Flagger keeps the target at 0 replicas) and the target has none
+// ready. It adopts once the target is ready (its status change wakes the Canary).
+func (x *pass) unsafeAdoption(ctx context.Context, wants ...*corev1.Service) (bool, error) {
+	for _, want := range wants {
+		existing := &corev1.Service{}
+		err := x.r.Client.Get(ctx, client.ObjectKeyFromObject(want), existing)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("get service %s: %w", want.Name, err)
+		}
+		if metav1.IsControlledBy(existing, x.canary) || len(existing.Spec.Selector) == 0 || maps.Equal(existing.Spec.Selector, want.Spec.Selector) {
+			continue
+		}
+		x.stop("AdoptionUnsafe", "Service %s selects %v and Deployment %s has no ready pod: adopting it now would leave its callers without an endpoint; scale %s up first (for an app Flagger manages, coalmine migrate does)",
+			existing.Name, existing.Spec.Selector, x.target.Name, x.target.Name)
+		return true, nil
+	}
+	return false, nil
 }
 
 // recordService adds a Service to the ownership record, once; adopted sticks.

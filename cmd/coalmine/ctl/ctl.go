@@ -8,6 +8,10 @@
 // Event that records it. Who asked is stamped by coalmine's Canary webhook from the
 // authenticated request; the commands never write it. The RBAC they need is the
 // ClusterRole coalmine-operator (manifests/rbac/operator.yaml).
+//
+// `coalmine migrate` is the exception, a platform engineer's one-off: it moves an app
+// from Flagger to coalmine (migrate.go), so it deletes and scales objects and needs the
+// rights of whoever installed Flagger's Canaries.
 package ctl
 
 import (
@@ -43,7 +47,7 @@ type IO struct {
 }
 
 // Commands are the names Main serves; cmd/coalmine hands them to Main.
-var Commands = append([]string{"status"}, v1beta1.Commands...)
+var Commands = append([]string{"status", "migrate"}, v1beta1.Commands...)
 
 // IsCommand reports whether name is one of the operator commands (or help).
 func IsCommand(name string) bool {
@@ -72,6 +76,8 @@ func Run(ctx context.Context, prog string, args []string, io IO) int {
 	switch {
 	case name == "status":
 		err = runStatus(ctx, prog, rest, io)
+	case name == "migrate":
+		err = runMigrate(ctx, prog, rest, io)
 	case slices.Contains(v1beta1.Commands, name):
 		err = runCommand(ctx, prog, name, rest, io)
 	default:
@@ -114,6 +120,7 @@ Usage:
   %[1]s retry   [-n NAMESPACE] NAME                  analyse the failed revision again
   %[1]s pause   [-n NAMESPACE] NAME                  hold the analysis at the current weight
   %[1]s resume  [-n NAMESPACE] NAME                  continue a paused analysis
+  %[1]s migrate [-n NAMESPACE] NAME                  hand an app Flagger initialised over to coalmine
 
 The commands set the annotation %[2]s on the Canary; coalmine carries it out
 once, records an Event naming who asked (from the authenticated request) and removes
