@@ -209,6 +209,26 @@ func (m *KumaMultiZone) Stop() error {
 	return m.stopErr
 }
 
+// Discard kills both control planes at once and stops the Global CP's sandbox, without
+// kuma-cp's drain or the clean-up of the zone: for a caller that stops the zone sandbox
+// right after and keeps nothing of it (the demo's exit, bounded to 3 s). Stop and Discard
+// each do nothing after either has run.
+func (m *KumaMultiZone) Discard() error {
+	m.stopOnce.Do(func() {
+		var errs []error
+		for _, cp := range []*KumaCP{m.ZoneCP, m.GlobalCP} {
+			if cp != nil && cp.proc != nil {
+				errs = append(errs, cp.proc.kill())
+			}
+		}
+		if m.Global != nil {
+			errs = append(errs, m.Global.StopRestartedAPIServer(), m.Global.Stop())
+		}
+		m.stopErr = errors.Join(errs...)
+	})
+	return m.stopErr
+}
+
 // kumaCPUnavailable says why kuma-cp cannot run here, or "" when it can.
 func kumaCPUnavailable(b *Binaries) string {
 	if b == nil || b.KumaCP == "" {

@@ -94,3 +94,19 @@ func kwokStageFiles(ctx context.Context) ([]string, error) {
 	}
 	return paths, nil
 }
+
+// ToolVersion is the version of the named sandbox binary ("kube-apiserver", "kuma-cp",
+// "kustomize-controller", ...) as its tools module requires it: the version Build and
+// BuildFlux build and cache. The demo prints it for each real part it runs.
+func ToolVersion(name string) (string, error) {
+	toolsDir, err := ToolsDir()
+	if err != nil {
+		return "", err
+	}
+	for _, t := range append(append([]tool{}, tools...), fluxTools...) {
+		if t.name == name {
+			return requiredVersion(filepath.Join(toolsDir, t.toolsModule, "go.mod"), t.module)
+		}
+	}
+	return "", fmt.Errorf("no sandbox tool named %s", name)
+}

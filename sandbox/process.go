@@ -113,3 +113,20 @@ func (p *process) stop(grace time.Duration) error {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// kill sends SIGKILL to the process group at once and waits for the reaping: for parts
+// whose state is thrown away with the sandbox, where a graceful drain buys nothing.
+func (p *process) kill() error {
+	if done, _ := p.exited(); done {
+		return nil
+	}
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %s: %w", p.name, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("kill %s: still running after SIGKILL", p.name)
+	}
+}

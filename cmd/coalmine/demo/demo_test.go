@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,8 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/coalmine-dev/coalmine/sandbox"
 )
 
 // screen is the demo's output, written by Run while the test reads it.
@@ -40,12 +43,37 @@ var (
 	lastReason   = regexp.MustCompile(`last: request-success-rate ([0-9.]+) < 99`)
 )
 
+// expectKumaParts checks what the demo says and saw of Kuma's control planes: real ones as
+// root (unless the emulation is asked for), the notice otherwise.
+func expectKumaParts(t *testing.T, out Outcome, text string) {
+	t.Helper()
+	wantReal := os.Geteuid() == 0 && os.Getenv(sandbox.KumaEmulateEnv) != "1"
+	switch {
+	case wantReal && !out.KumaReal:
+		t.Errorf("running as root, the demo ran the emulated Global CP: %s", out.KumaWhy)
+	case out.KumaReal:
+		if want := "kuma-cp " + sandbox.KumaVersion + ": Global CP and zone CP"; !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+		if !slices.Equal(out.ZoneRouteWriters, []string{sandbox.KumaManager}) {
+			t.Errorf("the zone's TrafficRoute was written by %v, want KDS (%s) alone", out.ZoneRouteWriters, sandbox.KumaManager)
+		}
+		t.Logf("real kuma-cp Global + zone; the parts started in %s, Kuma's control planes %s of it", out.StartUp.Round(10*time.Millisecond), out.KumaStartUp.Round(10*time.Millisecond))
+	default:
+		if out.KumaWhy == "" || !strings.Contains(text, "NOTICE: kuma-cp does not run") {
+			t.Errorf("emulated Global CP without the notice (why: %q)", out.KumaWhy)
+		}
+	}
+}
+
 // TestDemoScenario runs `make demo`'s story with short intervals and --keep on its own
 // sandbox: the good release must be promoted, the bad one rolled back, the picture
 // written; each progress line must say something new; the success rate of the last line
 // must be the value the rollback reason names; and once the story is told, the kept
 // sandbox must stop within 3 s of the interrupt (what Ctrl-C or kill -INT does: the
-// signal handler cancels the context).
+// signal handler cancels the context). As root (make test in CI) it runs on real kuma-cp:
+// the demo must say so, and the zone's TrafficRoute must be KDS's copy, written by kuma-cp
+// alone; elsewhere it must print the emulation notice.
 func TestDemoScenario(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: needs the sandbox")
@@ -102,11 +130,13 @@ wait:
 	if err != nil || fi.Size() == 0 {
 		t.Fatalf("timeline picture missing or empty: %v", err)
 	}
-	for _, want := range []string{"good Succeeded", "bad  Failed", "promoted in", "rolled back in", "timeline:", "web view"} {
+	for _, want := range []string{"good Succeeded", "bad  Failed", "promoted in", "rolled back in", "timeline:", "web view",
+		"== what runs", "kube-apiserver v", "prometheus v", "--mesh-kubeconfig="} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
+	expectKumaParts(t, out, text)
 
 	// Progress lines: none repeats the one before (a line only when something changed),
 	// and the bad release's last one shows the value the analysis rolled back on.

@@ -37,6 +37,9 @@ const (
 	Username       = "system:serviceaccount:" + Namespace + ":" + ServiceAccount
 )
 
+// serviceAccountGroups are the groups of coalmine's ServiceAccount.
+var serviceAccountGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + Namespace, "system:authenticated"}
+
 // Instance is coalmine running in this process against a sandbox.
 type Instance struct {
 	Options app.Options
@@ -55,6 +58,33 @@ func Install(ctx context.Context, sb *sandbox.Sandbox, webhookPort int) error {
 	if err != nil {
 		return fmt.Errorf("create sandbox client: %w", err)
 	}
+	objs, err := identity()
+	if err != nil {
+		return err
+	}
+	hooks, err := webhook.SandboxConfigurations(manifests.WebhookConfigurations, "https://127.0.0.1:"+strconv.Itoa(webhookPort), nil)
+	if err != nil {
+		return fmt.Errorf("render sandbox webhook configurations: %w", err)
+	}
+	return applyAll(ctx, c, append(objs, hooks...))
+}
+
+// InstallMeshRBAC gives coalmine's ServiceAccount the shipped RBAC on the mesh's
+// control-plane cluster (multi-zone: the Global CP), where it only writes TrafficRoutes:
+// the identity its --mesh-kubeconfig carries.
+func InstallMeshRBAC(ctx context.Context, c client.Client) error {
+	objs, err := identity()
+	if err != nil {
+		return err
+	}
+	if err := applyAll(ctx, c, objs); err != nil {
+		return fmt.Errorf("install coalmine's RBAC on the mesh control plane: %w", err)
+	}
+	return nil
+}
+
+// identity is coalmine's namespace and the shipped ServiceAccount and RBAC.
+func identity() ([]client.Object, error) {
 	objs := []client.Object{&corev1.Namespace{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: Namespace},
@@ -62,15 +92,14 @@ func Install(ctx context.Context, sb *sandbox.Sandbox, webhookPort int) error {
 	for _, data := range [][]byte{manifests.RBAC, manifests.RBACBindings} {
 		rbacObjs, err := decodeAll(data)
 		if err != nil {
-			return fmt.Errorf("decode shipped RBAC: %w", err)
+			return nil, fmt.Errorf("decode shipped RBAC: %w", err)
 		}
 		objs = append(objs, rbacObjs...)
 	}
-	hooks, err := webhook.SandboxConfigurations(manifests.WebhookConfigurations, "https://127.0.0.1:"+strconv.Itoa(webhookPort), nil)
-	if err != nil {
-		return fmt.Errorf("render sandbox webhook configurations: %w", err)
-	}
-	objs = append(objs, hooks...)
+	return objs, nil
+}
+
+func applyAll(ctx context.Context, c client.Client, objs []client.Object) error {
 	for _, o := range objs {
 		if err := apply(ctx, c, o); err != nil {
 			return err
@@ -107,7 +136,7 @@ func startCoalmine(ctx context.Context, sb *sandbox.Sandbox, webhookPort int, mu
 	}
 	certDir := filepath.Join(sb.Dir, "coalmine-certs")
 	o := app.Options{
-		RESTConfig:             sb.Impersonate(Username, "system:serviceaccounts", "system:serviceaccounts:"+Namespace, "system:authenticated"),
+		RESTConfig:             sb.Impersonate(Username, serviceAccountGroups...),
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "127.0.0.1:" + strconv.Itoa(healthPort),
 		LeaderElect:            true,
