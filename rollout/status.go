@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -154,7 +154,9 @@ func (x *pass) writeStatus(ctx context.Context) error {
 	return nil
 }
 
-// statusPatch is the JSON merge patch that turns status from into to.
+// statusPatch is the JSON merge patch that turns status from into to. The statuses are
+// encoded and compared key by key (mergeDiff), not through a general JSON diff: that diff
+// was a third of a status write's CPU in make bench.
 func statusPatch(from, to *v1beta1.CanaryStatus) ([]byte, error) {
 	a, err := json.Marshal(from)
 	if err != nil {
@@ -164,12 +166,48 @@ func statusPatch(from, to *v1beta1.CanaryStatus) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode canary status: %w", err)
 	}
-	diff, err := jsonpatch.CreateMergePatch(a, b)
+	diff, err := mergeDiff(a, b)
 	if err != nil {
 		return nil, fmt.Errorf("diff canary status: %w", err)
 	}
 	return append(append([]byte(`{"status":`), diff...), '}'), nil
 }
+
+// mergeDiff is the merge patch (RFC 7386) from object a to object b: b's keys that
+// differ, a key of a that b lacks as null, objects on both sides diffed in turn. Any
+// other value (arrays included) is b's, whole, as a merge patch has it.
+func mergeDiff(a, b []byte) ([]byte, error) {
+	var am, bm map[string]json.RawMessage
+	if err := json.Unmarshal(a, &am); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &bm); err != nil {
+		return nil, err
+	}
+	out := make(map[string]json.RawMessage, len(bm))
+	for k := range am {
+		if _, ok := bm[k]; !ok {
+			out[k] = json.RawMessage("null")
+		}
+	}
+	for k, bv := range bm {
+		av, ok := am[k]
+		switch {
+		case ok && bytes.Equal(av, bv):
+		case ok && isObject(av) && isObject(bv):
+			d, err := mergeDiff(av, bv)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = d
+		default:
+			out[k] = bv
+		}
+	}
+	return json.Marshal(out)
+}
+
+func isObject(v json.RawMessage) bool { return len(v) > 0 && v[0] == '{' }
 
 // impossible reports a phase x situation cell that the table says cannot happen. Nothing
 // moves: a wrong guess about the world must not become a rollout.

@@ -19,6 +19,10 @@ func TestStatusPatchClearsWhatThePassClearedAndLeavesTheSpec(t *testing.T) {
 		Spec:       v1beta1.CanarySpec{TargetRef: v1beta1.LocalObjectReference{Name: "alice"}},
 		Status: v1beta1.CanaryStatus{
 			Phase: v1beta1.PhaseProgressing, CanaryWeight: 30, FailedRevision: "old", CanaryRevision: "r2",
+			Ownership: &v1beta1.CanaryOwnership{
+				Target: v1beta1.OwnedObject{Name: "alice", UID: "u1"}, UserPaused: true,
+				Route: &v1beta1.OwnedRoute{Kind: "TrafficRoute", Name: "alice", Service: "alice"},
+			},
 			Conditions: []metav1.Condition{
 				{Type: ConditionPromoted, Status: metav1.ConditionUnknown, Reason: "Progressing"},
 				{Type: ConditionRouteSynced, Status: metav1.ConditionTrue, Reason: "Synced"},
@@ -27,6 +31,10 @@ func TestStatusPatchClearsWhatThePassClearedAndLeavesTheSpec(t *testing.T) {
 	}
 	next := v1beta1.CanaryStatus{
 		Phase: v1beta1.PhaseSucceeded, CanaryRevision: "r2",
+		Ownership: &v1beta1.CanaryOwnership{
+			Target: v1beta1.OwnedObject{Name: "alice", UID: "u1"},
+			Route:  &v1beta1.OwnedRoute{Kind: "TrafficRoute", Name: "alice"},
+		},
 		Conditions: []metav1.Condition{{Type: ConditionPromoted, Status: metav1.ConditionTrue, Reason: "Succeeded"}},
 	}
 	patch, err := statusPatch(&stored.Status, &next)
@@ -54,6 +62,9 @@ func TestStatusPatchClearsWhatThePassClearedAndLeavesTheSpec(t *testing.T) {
 	}
 	if len(got.Status.Conditions) != 1 || got.Status.Conditions[0].Type != ConditionPromoted {
 		t.Errorf("conditions after patch = %+v; want only Promoted", got.Status.Conditions)
+	}
+	if own := got.Status.Ownership; own == nil || own.UserPaused || own.Route == nil || own.Route.Service != "" || own.Target.UID != "u1" {
+		t.Errorf("ownership after patch = %+v; want userPaused and route.service cleared inside it, the rest kept", own)
 	}
 	if got.Spec.TargetRef.Name != "alice" {
 		t.Errorf("spec after patch = %+v; want it untouched", got.Spec)
