@@ -155,13 +155,6 @@ func conformanceCases() []conformanceCase {
 		want:     &conformanceOutcome{Weights: []int{0, 20, 40, 60, 0}, Phase: succeeded},
 		coalmine: &conformanceOutcome{Weights: []int{0, 20, 40, 50, 0}, Phase: succeeded},
 	}, {
-		// Deliberate: stepWeights beside the seed's stepWeight. Flagger steps by stepWeight
-		// up to the last of stepWeights; coalmine takes the steps as listed.
-		name: "StepWeightAndStepWeights", app: "heidi",
-		edit:     func(a map[string]any, _ string) { a["stepWeights"] = []any{int64(10), int64(30)} },
-		want:     &conformanceOutcome{Weights: []int{0, 5, 10, 15, 20, 25, 30, 0}, Phase: succeeded},
-		coalmine: &conformanceOutcome{Weights: []int{0, 10, 30, 0}, Phase: succeeded},
-	}, {
 		// Deliberate: the apex is named apart from the Deployment. Flagger's builtin
 		// queries look for <target>-canary, which nothing calls (its canary Service is
 		// <service>-canary), so they find no data and the release is rolled back; coalmine's
