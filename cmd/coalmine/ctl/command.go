@@ -3,12 +3,10 @@ package ctl
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
 
-	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
@@ -58,17 +56,7 @@ leave it alone.
 Flags:
 %s`, prog, cmd, commandHelp[cmd], prog, cmd, v1beta1.AnnotationCommand, cmd, fs.FlagUsages())
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	name, err := oneName(fs.Args())
-	if err != nil {
-		return err
-	}
-	cl, ns, err := conn.client(io)
+	name, cl, ns, err := parseOne(fs, args, &conn, io)
 	if err != nil {
 		return err
 	}

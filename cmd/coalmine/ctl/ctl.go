@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
@@ -141,6 +142,26 @@ func newFlagSet(prog, name string, io IO, conn *connection) *pflag.FlagSet {
 	fs.SortFlags = false
 	conn.bindFlags(fs)
 	return fs
+}
+
+// parseOne parses the flags of a command that acts on one Canary, takes its NAME and
+// connects: the client and the namespace to act in.
+func parseOne(fs *pflag.FlagSet, args []string, conn *connection, io IO) (string, client.WithWatch, string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return "", nil, "", err
+		}
+		return "", nil, "", usageError{err}
+	}
+	name, err := oneName(fs.Args())
+	if err != nil {
+		return "", nil, "", err
+	}
+	cl, ns, err := conn.client(io)
+	if err != nil {
+		return "", nil, "", err
+	}
+	return name, cl, ns, nil
 }
 
 // oneName is the single NAME argument of a command.

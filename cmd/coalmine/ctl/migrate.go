@@ -3,7 +3,6 @@ package ctl
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -77,17 +76,7 @@ func runMigrate(ctx context.Context, prog string, args []string, io IO) error {
 	drain := fs.Duration("drain", defaultDrain, "how long the primary's pods stay after no Service selects them")
 	meshKubeconfig := fs.String("mesh-kubeconfig", "", "kubeconfig of the cluster holding the TrafficRoutes (the Global CP); default the app's cluster")
 	fs.Usage = func() { fmt.Fprint(io.Err, migrateUsage(prog, fs)) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	name, err := oneName(fs.Args())
-	if err != nil {
-		return err
-	}
-	cl, ns, err := conn.client(io)
+	name, cl, ns, err := parseOne(fs, args, &conn, io)
 	if err != nil {
 		return err
 	}
