@@ -55,6 +55,32 @@ func TestToolsModulesPinEveryTool(t *testing.T) {
 	}
 }
 
+func TestBuildGroupsCompileTheKubernetesBinariesTogether(t *testing.T) {
+	var got [][]string
+	for _, g := range buildGroups(tools) {
+		var names []string
+		for _, tl := range g {
+			names = append(names, tl.name)
+		}
+		got = append(got, names)
+	}
+	want := [][]string{{"etcd"}, {"kube-apiserver", "kubectl", "kube-controller-manager", "kube-scheduler"}, {"kwok"}, {"prometheus"}, {"kuma-cp"}}
+	if len(got) != len(want) {
+		t.Fatalf("groups = %v, want %v", got, want)
+	}
+	for i := range want {
+		if strings.Join(got[i], ",") != strings.Join(want[i], ",") {
+			t.Errorf("group %d = %v, want %v", i, got[i], want[i])
+		}
+		for _, tl := range buildGroups(tools)[i] {
+			// buildTogether installs go build's output, named after the package.
+			if filepath.Base(tl.pkg) != tl.name && len(got[i]) > 1 {
+				t.Errorf("%s is built as %s", tl.name, filepath.Base(tl.pkg))
+			}
+		}
+	}
+}
+
 func TestKubeLDFlagsMatchTheWarmUpBuild(t *testing.T) {
 	// The same flags as the documented manual build, so its Go build cache is reused.
 	want := "-X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 " +
