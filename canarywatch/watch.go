@@ -8,6 +8,7 @@ package canarywatch
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"slices"
 	"strconv"
@@ -85,10 +86,13 @@ type record struct {
 	canary  *v1beta1.Canary
 	since   time.Time
 	samples []Sample
-	key     string // what the last sample showed
+	// key is a hash of what the last sample showed (Sample.key): the key itself, with
+	// the status message, was a few hundred bytes per Canary to answer "did it change".
+	key uint64
 	// progress is when the phase or the weight last changed (the stall alert's clock).
 	progress time.Time
-	exported exported
+	// promotions and rollbacks count the transitions seen while this replica exported.
+	promotions, rollbacks float64
 }
 
 // Options of New; zero values are defaults.
@@ -195,13 +199,8 @@ func (w *Watcher) Observe(c *v1beta1.Canary) {
 			r.samples = slices.Delete(r.samples, 0, over)
 		}
 	}
-	if w.exporting {
-		if old == nil {
-			initCounters(c)
-		} else {
-			countTransition(old, c)
-		}
-		export(c, r.progress, &r.exported)
+	if w.exporting && old != nil {
+		countTransition(old, c, r)
 	}
 }
 
@@ -225,7 +224,6 @@ func (w *Watcher) Forget(namespace, name string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.canaries, types.NamespacedName{Namespace: namespace, Name: name})
-	forget(namespace, name)
 }
 
 // History is a copy of what the watcher knows of one Canary; false if it knows nothing.
@@ -245,24 +243,23 @@ func (w *Watcher) History(namespace, name string) (History, bool) {
 	}, true
 }
 
+// startExporting serves w's series on /metrics, its counters from 0.
 func (w *Watcher) startExporting() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.exporting = true
 	for _, r := range w.canaries {
-		initCounters(r.canary)
-		export(r.canary, r.progress, &r.exported)
+		r.promotions, r.rollbacks = 0, 0
 	}
+	w.mu.Unlock()
+	exporters.add(w)
 }
 
+// stopExporting ends w's series.
 func (w *Watcher) stopExporting() {
+	exporters.remove(w)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.exporting = false
-	for key, r := range w.canaries {
-		forget(key.Namespace, key.Name)
-		r.exported = exported{}
-	}
 }
 
 func sampleOf(c *v1beta1.Canary, now time.Time) Sample {
@@ -279,9 +276,10 @@ func sampleOf(c *v1beta1.Canary, now time.Time) Sample {
 	return s
 }
 
-// key is everything a sample shows but its time.
-func (s Sample) key() string {
-	k := fmt.Sprintf("%s|%d|%d|%s|%s", s.Phase, s.Weight, s.FailedChecks, s.Revision, s.Message)
+// key is a hash of everything a sample shows but its time.
+func (s Sample) key() uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%d|%d|%s|%s", s.Phase, s.Weight, s.FailedChecks, s.Revision, s.Message)
 	for _, m := range s.Metrics {
 		v := "-"
 		if m.Value != nil {
@@ -291,9 +289,9 @@ func (s Sample) key() string {
 		if m.CheckTime != nil {
 			at = m.CheckTime.Format(time.RFC3339)
 		}
-		k += fmt.Sprintf("|%s=%s,%s,%s", m.Name, v, m.Outcome, at)
+		fmt.Fprintf(h, "|%s=%s,%s,%s", m.Name, v, m.Outcome, at)
 	}
-	return k
+	return h.Sum64()
 }
 
 // Thresholds are the accepted ranges of c's metrics, as the analysis judges them: a

@@ -48,6 +48,7 @@ func startedWatcher(t *testing.T, clk *fakeClock) *Watcher {
 	t.Helper()
 	w := New(&informertest.FakeInformers{}, Options{Now: clk.now})
 	w.startExporting()
+	t.Cleanup(w.stopExporting)
 	return w
 }
 
@@ -95,7 +96,7 @@ func TestCountersCountPromotionsAndRollbacks(t *testing.T) {
 	w := startedWatcher(t, clk)
 	c := seedCanary("outcomes")
 	w.Observe(c)
-	if got := value(promotions.WithLabelValues("outcomes", "apps")); got != 0 {
+	if got := value(t, "coalmine_canary_promotions_total", "outcomes"); got != 0 {
 		t.Fatalf("promotions %v before any, want the series at 0", got)
 	}
 	for _, step := range []struct {
@@ -113,7 +114,7 @@ func TestCountersCountPromotionsAndRollbacks(t *testing.T) {
 		c.Status.Phase, c.Status.LastPromotedRevision = step.phase, step.promoted
 		w.Observe(c)
 	}
-	if p, r := value(promotions.WithLabelValues("outcomes", "apps")), value(rollbacks.WithLabelValues("outcomes", "apps")); p != 2 || r != 1 {
+	if p, r := value(t, "coalmine_canary_promotions_total", "outcomes"), value(t, "coalmine_canary_rollbacks_total", "outcomes"); p != 2 || r != 1 {
 		t.Errorf("promotions %v rollbacks %v, want 2 and 1 (a revert is neither)", p, r)
 	}
 }
@@ -127,26 +128,26 @@ func TestProgressClockMovesWithPhaseAndWeightOnly(t *testing.T) {
 	c.Status.LastStepTime = mt(clk.t.Add(-time.Minute))
 	w.Observe(c) // first sight: its last step, not now and not the old transition
 	want := float64(clk.t.Add(-time.Minute).Unix())
-	if got := value(lastProgress.WithLabelValues("progress", "apps")); got != want {
+	if got := value(t, "coalmine_canary_last_progress_timestamp_seconds", "progress"); got != want {
 		t.Errorf("first progress %v, want the last step %v", got, want)
 	}
 	clk.advance(30 * time.Second)
 	c = c.DeepCopy()
 	c.Status.FailedChecks = 1 // an analysis ran, nothing moved
 	w.Observe(c)
-	if got := value(lastProgress.WithLabelValues("progress", "apps")); got != want {
+	if got := value(t, "coalmine_canary_last_progress_timestamp_seconds", "progress"); got != want {
 		t.Errorf("progress moved to %v on a failed check, want %v", got, want)
 	}
 	c = c.DeepCopy()
 	c.Status.CanaryWeight = 15
 	w.Observe(c)
-	if got := value(lastProgress.WithLabelValues("progress", "apps")); got != float64(clk.t.Unix()) {
+	if got := value(t, "coalmine_canary_last_progress_timestamp_seconds", "progress"); got != float64(clk.t.Unix()) {
 		t.Errorf("progress %v after a step, want now %v", got, clk.t.Unix())
 	}
-	if got := value(progressDeadline.WithLabelValues("progress", "apps")); got != 600 {
+	if got := value(t, "coalmine_canary_progress_deadline_seconds", "progress"); got != 600 {
 		t.Errorf("deadline %v, want the default 600", got)
 	}
-	if got := value(failedChecks.WithLabelValues("progress", "apps")); got != 1 {
+	if got := value(t, "coalmine_canary_failed_checks", "progress"); got != 1 {
 		t.Errorf("failed checks %v, want 1", got)
 	}
 }
@@ -155,7 +156,7 @@ func TestThresholdSeriesFollowTheSpec(t *testing.T) {
 	w := startedWatcher(t, newClock())
 	c := seedCanary("thresholds")
 	w.Observe(c)
-	if got := value(analysisThreshold.WithLabelValues("thresholds", "apps", "request-success-rate", "min")); got != 99 {
+	if got := value(t, "coalmine_canary_analysis_threshold", "thresholds", "metric", "request-success-rate", "bound", "min"); got != 99 {
 		t.Errorf("success-rate min %v, want 99", got)
 	}
 	c = c.DeepCopy()
@@ -226,31 +227,53 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not met within 5s")
 }
 
-// value is the current value of one gauge or counter.
-func value(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
+// value is the value of the series of Canary apps/name in family, with these further
+// label pairs; -1 when /metrics has no such series.
+func value(t *testing.T, family, name string, labels ...string) float64 {
+	t.Helper()
+	want := map[string]string{"name": name, "namespace": "apps"}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
 	}
-	if d.Counter != nil {
-		return d.Counter.GetValue()
+	for _, mf := range gatherFamilies(t) {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := true
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
+					match = false
+				}
+			}
+			if !match {
+				continue
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
 	}
-	return d.Gauge.GetValue()
+	return -1
+}
+
+func gatherFamilies(t *testing.T) []*dto.MetricFamily {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(exporters)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return families
 }
 
 // gather is the text exposition of the watcher's series.
 func gather(t *testing.T) string {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	for _, v := range allVecs {
-		reg.MustRegister(v)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var b strings.Builder
-	for _, mf := range families {
+	for _, mf := range gatherFamilies(t) {
 		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
 			t.Fatal(err)
 		}

@@ -154,3 +154,41 @@ func TestFlaggerMetricNames(t *testing.T) {
 		}
 	})
 }
+
+// TestStatusSeriesOnePerTarget: the status series are computed at scrape time; two
+// Canaries of one target (the second is refused) must not make a Flagger series twice,
+// which would fail the whole scrape, and a forgotten Canary leaves no series.
+func TestStatusSeriesOnePerTarget(t *testing.T) {
+	first := seedCanary()
+	first.Namespace, first.Name = "metrics-dup", "a-first"
+	second := first.DeepCopy()
+	second.Name = "b-second"
+	statuses.record(first, &v1beta1.CanaryStatus{Phase: v1beta1.PhaseProgressing, CanaryWeight: 20})
+	statuses.record(second, &v1beta1.CanaryStatus{Phase: v1beta1.PhaseFailed})
+	defer forgetMetrics(first.Namespace, first.Name)
+	defer forgetMetrics(second.Namespace, second.Name)
+
+	fams := scrape(t) // fails on a duplicate series
+	target := first.Spec.TargetRef.Name
+	if m := series(fams, "flagger_canary_weight", map[string]string{"workload": target, "namespace": "metrics-dup"}); m.GetGauge().GetValue() != 20 {
+		t.Errorf("flagger_canary_weight of the target %v, want the first Canary's 20", m)
+	}
+	if m := series(fams, "flagger_canary_total", map[string]string{"namespace": "metrics-dup"}); m.GetGauge().GetValue() != 2 {
+		t.Errorf("flagger_canary_total %v, want 2", m)
+	}
+	if m := series(fams, "coalmine_canary_phase", map[string]string{"name": "b-second", "namespace": "metrics-dup", "phase": "Failed"}); m == nil {
+		t.Error("no phase series for the second Canary")
+	}
+	forgetMetrics(first.Namespace, first.Name)
+	forgetMetrics(second.Namespace, second.Name)
+	fams = scrape(t)
+	for _, f := range []string{"coalmine_canary_weight", "flagger_canary_status", "flagger_canary_total"} {
+		for _, m := range fams[f].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == "metrics-dup" {
+					t.Errorf("%s kept a series of a forgotten Canary: %v", f, m)
+				}
+			}
+		}
+	}
+}

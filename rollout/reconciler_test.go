@@ -152,14 +152,15 @@ func TestSeedHappyPath(t *testing.T) {
 	if len(e.eventsWith(ReasonPromoting)) != 1 || len(e.eventsWith(ReasonSucceeded)) != 1 {
 		t.Errorf("events %v", e.notes)
 	}
-	if got := metricValue(t, canaryPhase.WithLabelValues("alice", ns, string(v1beta1.PhaseSucceeded))); got != 1 {
-		t.Errorf("phase metric %v", got)
+	fams := scrape(t)
+	if m := series(fams, "coalmine_canary_phase", map[string]string{"name": "alice", "namespace": ns, "phase": string(v1beta1.PhaseSucceeded)}); m.GetGauge().GetValue() != 1 {
+		t.Errorf("phase metric %v", m)
 	}
-	if canaryPhase.DeleteLabelValues("alice", ns, string(v1beta1.PhaseProgressing)) {
+	if m := series(fams, "coalmine_canary_phase", map[string]string{"name": "alice", "namespace": ns, "phase": string(v1beta1.PhaseProgressing)}); m != nil {
 		t.Error("the phase metric kept a series of a past phase")
 	}
-	if got := metricValue(t, canaryWeight.WithLabelValues("alice", ns)); got != 0 {
-		t.Errorf("weight metric %v", got)
+	if m := series(fams, "coalmine_canary_weight", map[string]string{"name": "alice", "namespace": ns}); m == nil || m.GetGauge().GetValue() != 0 {
+		t.Errorf("weight metric %v", m)
 	}
 	if got := metricValue(t, canaryAnalysisValue.WithLabelValues("alice", ns, v1beta1.MetricRequestSuccessRate)); got != 99.9 {
 		t.Errorf("analysis value metric %v", got)
