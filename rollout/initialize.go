@@ -21,8 +21,8 @@ const (
 func (x *pass) initialize() {
 	live := x.revision()
 	stable := live
-	if x.serving != nil && !workload.SameTemplate(&x.serving.Spec.Template, &x.target.Spec.Template) {
-		stable = v1beta1.TemplateRevision(workload.TemplateWithoutHash(&x.serving.Spec.Template))
+	if x.serving != nil && !workload.SameTemplate(x.serving, &x.target.Spec.Template) {
+		stable = workload.ReplicaSetRevision(x.serving)
 	}
 	x.status.StableRevision = stable
 	x.status.StableReplicaSet = ""

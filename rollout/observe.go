@@ -165,7 +165,7 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 			return o, err
 		}
 		x.serving = stableRS
-		o.matchesServing = stableRS != nil && workload.SameTemplate(&stableRS.Spec.Template, &x.target.Spec.Template)
+		o.matchesServing = stableRS != nil && workload.SameTemplate(stableRS, &x.target.Spec.Template)
 		if !o.matchesServing && o.live != o.failed && !initializing {
 			o.gateClosed = x.gateClosed(ctx, v1beta1.ConfirmRolloutHook, o.live)
 		}

@@ -105,7 +105,7 @@ func (x *pass) complete() {
 	x.status.LastPromotedRevision = rev
 	x.status.StableRevision = rev
 	x.status.StableReplicaSet = ""
-	if x.serving != nil && workload.SameTemplate(&x.serving.Spec.Template, &x.target.Spec.Template) {
+	if x.serving != nil && workload.SameTemplate(x.serving, &x.target.Spec.Template) {
 		x.status.StableReplicaSet = x.serving.Name
 	}
 	x.status.FailedRevision = ""

@@ -233,7 +233,9 @@ const (
 // is applied once more.
 type writeMemo struct {
 	mu      sync.Mutex
-	rv      map[string]string // kind + key -> resourceVersion written
+	// rv is the resourceVersion of the last write, by kind and key; the key's strings
+	// are the cached object's, and a number takes less than its text (heap per canary).
+	rv      map[memoKey]uint64
 	weights map[types.NamespacedName]int
 	// deleted is the UID of the canary Deployment each Canary's pass last deleted: the
 	// cache can go on showing it, ready, for a while (seconds on a loaded machine), and a
@@ -264,13 +266,24 @@ func (m *writeMemo) canaryGone(key types.NamespacedName, uid types.UID) bool {
 	return false
 }
 
+type memoKey struct {
+	kind string
+	key  types.NamespacedName
+}
+
 func (m *writeMemo) wrote(kind string, key types.NamespacedName, rv string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.rv == nil {
-		m.rv = map[string]string{}
+		m.rv = map[memoKey]uint64{}
 	}
-	m.rv[kind+"/"+key.String()] = rv
+	w, err := strconv.ParseUint(rv, 10, 64)
+	if err != nil {
+		// Not a number: nothing to compare a later read with (see behind).
+		delete(m.rv, memoKey{kind, key})
+		return
+	}
+	m.rv[memoKey{kind, key}] = w
 }
 
 // behind reports whether rv (read from the cache) is older than the loop's own last
@@ -278,14 +291,13 @@ func (m *writeMemo) wrote(kind string, key types.NamespacedName, rv string) {
 // as a number the answer is "not behind", as before this guard existed.
 func (m *writeMemo) behind(kind string, key types.NamespacedName, rv string) bool {
 	m.mu.Lock()
-	written := m.rv[kind+"/"+key.String()]
+	w, ok := m.rv[memoKey{kind, key}]
 	m.mu.Unlock()
-	if written == "" || written == rv {
+	if !ok {
 		return false
 	}
-	w, err1 := strconv.ParseUint(written, 10, 64)
-	r, err2 := strconv.ParseUint(rv, 10, 64)
-	return err1 == nil && err2 == nil && r < w
+	r, err := strconv.ParseUint(rv, 10, 64)
+	return err == nil && r < w
 }
 
 func (m *writeMemo) applied(key types.NamespacedName) (int, bool) {
@@ -309,6 +321,6 @@ func (m *writeMemo) forget(key types.NamespacedName) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.weights, key)
-	delete(m.rv, memoCanary+"/"+key.String())
+	delete(m.rv, memoKey{memoCanary, key})
 	delete(m.deleted, key)
 }
