@@ -232,7 +232,7 @@ const (
 // with the process; a new process's cache starts from a fresh list, and the route weight
 // is applied once more.
 type writeMemo struct {
-	mu      sync.Mutex
+	mu sync.Mutex
 	// rv is the resourceVersion of the last write, by kind and key; the key's strings
 	// are the cached object's, and a number takes less than its text (heap per canary).
 	rv      map[memoKey]uint64

@@ -25,7 +25,7 @@ func replicaSetRunning(t corev1.PodTemplateSpec) *appsv1.ReplicaSet {
 	t.Labels[LabelPodTemplateHash] = "5d8f9c7b6"
 	return &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "alice-5d8f9c7b6", Labels: t.Labels,
-			Annotations: map[string]string{annotationDeploymentRevision: "3", "deployment.kubernetes.io/desired-replicas": "2"},
+			Annotations:     map[string]string{annotationDeploymentRevision: "3", "deployment.kubernetes.io/desired-replicas": "2"},
 			OwnerReferences: []metav1.OwnerReference{{Kind: "Deployment", Name: "alice", UID: "u1", Controller: new(true)}},
 			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}},
 		Spec:   appsv1.ReplicaSetSpec{Replicas: new(int32(2)), Template: t, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "alice"}}},
