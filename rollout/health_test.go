@@ -3,6 +3,7 @@ package rollout
 import (
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -42,11 +43,21 @@ func TestKstatusFollowsTheRollout(t *testing.T) {
 	if res := kstatusOf(t, e.canary()); res.Status != status.CurrentStatus {
 		t.Errorf("Succeeded: kstatus %s (%s), want Current", res.Status, res.Message)
 	}
+	// Abnormal-true conditions are present only while true (Flux's convention).
+	for _, typ := range []string{ConditionReconciling, ConditionStalled} {
+		if cond := meta.FindStatusCondition(e.canary().Status.Conditions, typ); cond != nil {
+			t.Errorf("Succeeded: condition %s kept as %s", typ, cond.Status)
+		}
+	}
 	e.analyzer.fail = func(int) []analysis.Result { return failingSuccessRate() }
 	e.ship("alice:3")
 	e.runUntil("Failed", phaseIs(v1beta1.PhaseFailed))
 	res := kstatusOf(t, e.canary())
 	if res.Status != status.FailedStatus || res.Message == "" {
 		t.Errorf("Failed: kstatus %s (%s), want Failed with the reason", res.Status, res.Message)
+	}
+	if meta.FindStatusCondition(e.canary().Status.Conditions, ConditionReconciling) != nil ||
+		!meta.IsStatusConditionTrue(e.canary().Status.Conditions, ConditionStalled) {
+		t.Errorf("Failed: conditions %v, want Stalled True and no Reconciling", e.canary().Status.Conditions)
 	}
 }

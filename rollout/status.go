@@ -87,12 +87,14 @@ const (
 // while a revision is analysed or promoted, Current once it is promoted (or the Canary is
 // initialized), and Failed after a rollback, with the rollback's reason. Before this a
 // rolled-back Canary read as Current ("Resource is Ready"): Flux called a failed release
-// healthy.
+// healthy. Both are "abnormal-true" conditions, present only while true, as Flux's own
+// controllers keep them (kstatus reads an absent one as false): two conditions fewer on
+// every settled Canary, ~0.5 KiB of heap each in the cache.
 func (x *pass) setHealth() {
 	p := x.status.Phase
 	switch p {
 	case v1beta1.PhaseInitialized, v1beta1.PhaseSucceeded, v1beta1.PhaseFailed:
-		x.setCondition(ConditionReconciling, metav1.ConditionFalse, string(p), x.status.Message)
+		meta.RemoveStatusCondition(&x.status.Conditions, ConditionReconciling)
 	default:
 		reason := string(p)
 		if reason == "" {
@@ -103,7 +105,7 @@ func (x *pass) setHealth() {
 	if p == v1beta1.PhaseFailed {
 		x.setCondition(ConditionStalled, metav1.ConditionTrue, "RolledBack", x.status.Message)
 	} else {
-		x.setCondition(ConditionStalled, metav1.ConditionFalse, string(p), "no revision is rolled back")
+		meta.RemoveStatusCondition(&x.status.Conditions, ConditionStalled)
 	}
 }
 
