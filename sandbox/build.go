@@ -117,6 +117,39 @@ var fluxTools = []tool{
 // (the Kubernetes binaries, in one go build, take most of it on two cores). It reports on w what it builds and
 // how long that took. Concurrent callers in other processes wait for each other.
 func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
+	return build(ctx, w, tools)
+}
+
+// BuildDemo builds what `coalmine demo` runs: Build's binaries but kubectl, which only the
+// tests use (about a minute of a cold first `make demo`). Binaries.Kubectl is then the
+// cached one if there is one, else empty.
+func BuildDemo(ctx context.Context, w io.Writer) (*Binaries, error) {
+	var ts []tool
+	for _, t := range tools {
+		if t.name != "kubectl" {
+			ts = append(ts, t)
+		}
+	}
+	bins, err := build(ctx, w, ts)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tools {
+		if t.name != "kubectl" {
+			continue
+		}
+		toolsDir, err1 := ToolsDir()
+		root, err2 := CacheDir()
+		if err1 == nil && err2 == nil {
+			if p, _, err := cachedPath(toolsDir, root, t); err == nil && isFile(p) {
+				t.set(bins, p)
+			}
+		}
+	}
+	return bins, nil
+}
+
+func build(ctx context.Context, w io.Writer, ts []tool) (*Binaries, error) {
 	if w == nil {
 		w = io.Discard
 	}
@@ -126,8 +159,11 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 	}
 	defer b.unlock()
 	goBin, toolsDir, root := b.goBin, b.toolsDir, b.root
+	groups := buildGroups(ts)
+	stopPrefetch := prefetch(ctx, goBin, toolsDir, root, groups)
+	defer stopPrefetch()
 	bins := &Binaries{}
-	for _, group := range buildGroups(tools) {
+	for _, group := range groups {
 		if err := buildTogether(ctx, w, goBin, toolsDir, root, group); err != nil {
 			return nil, err
 		}
@@ -140,6 +176,31 @@ func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 		}
 	}
 	return bins, nil
+}
+
+// prefetch downloads, in the background, the modules of each group with a binary to
+// build, while the first groups compile: a cold build otherwise spends a minute or two
+// with both cores idle, waiting for the module proxy before each tool. Failures are left
+// for the build itself to report. The returned func stops it and waits.
+func prefetch(ctx context.Context, goBin, toolsDir, root string, groups [][]tool) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, g := range groups {
+			var pkgs []string
+			for _, t := range g {
+				if out, _, err := cachedPath(toolsDir, root, t); err == nil && !isFile(out) {
+					pkgs = append(pkgs, t.pkg)
+				}
+			}
+			if len(pkgs) == 0 || ctx.Err() != nil {
+				continue
+			}
+			_ = downloadModules(ctx, goBin, filepath.Join(toolsDir, g[0].toolsModule), g[0].tags, pkgs...)
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // buildGroups splits ts into runs of consecutive tools built from the same module with
@@ -198,7 +259,7 @@ func buildTogether(ctx context.Context, w io.Writer, goBin, toolsDir, root strin
 	moduleDir := filepath.Join(toolsDir, missing[0].toolsModule)
 	fmt.Fprintf(w, "sandbox: building %s %s together (from %s) ...\n", strings.Join(names, ", "), version, moduleDir)
 	start := time.Now()
-	args := []string{"build", "-trimpath", "-ldflags", missing[0].ldflags(version)}
+	args := append(goBuildFlags(), "-ldflags", missing[0].ldflags(version))
 	if missing[0].tags != "" {
 		args = append(args, "-tags", missing[0].tags)
 	}
@@ -257,7 +318,7 @@ func BuildFlux(ctx context.Context, w io.Writer, bins *Binaries) error {
 	defer b.unlock()
 	for _, t := range fluxTools {
 		if out, _, err := cachedPath(b.toolsDir, b.root, t); err == nil && !isFile(out) {
-			if err := downloadModules(ctx, b.goBin, filepath.Join(b.toolsDir, t.toolsModule), t.pkg); err != nil {
+			if err := downloadModules(ctx, b.goBin, filepath.Join(b.toolsDir, t.toolsModule), t.tags, t.pkg); err != nil {
 				return fmt.Errorf("build %s: %w", t.name, err)
 			}
 		}
@@ -276,14 +337,18 @@ var ErrModulesUnavailable = errors.New("the tools module's dependencies are not 
 // downloadModules fetches the modules pkg's build needs (go list downloads what the
 // module cache lacks, and compiles nothing), so a build that cannot start for want of the
 // network says so apart from a build that fails.
-func downloadModules(ctx context.Context, goBin, moduleDir, pkg string) error {
-	cmd := exec.CommandContext(ctx, goBin, "list", "-deps", "-f", "{{.ImportPath}}", pkg)
+func downloadModules(ctx context.Context, goBin, moduleDir, tags string, pkgs ...string) error {
+	args := []string{"list", "-deps", "-f", "{{.ImportPath}}"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.CommandContext(ctx, goBin, append(args, pkgs...)...)
 	cmd.Dir = moduleDir
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w: go list -deps %s in %s: %v\n%s", ErrModulesUnavailable, pkg, moduleDir, err, tail(stderr.String(), 2000))
+		return fmt.Errorf("%w: go list -deps %s in %s: %v\n%s", ErrModulesUnavailable, strings.Join(pkgs, " "), moduleDir, err, tail(stderr.String(), 2000))
 	}
 	return nil
 }
@@ -355,7 +420,7 @@ func Cached() bool {
 func goBuild(ctx context.Context, goBin, moduleDir string, t tool, version, out string, w io.Writer) error {
 	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
 	defer os.Remove(tmp)
-	args := []string{"build", "-trimpath", "-ldflags", t.ldflags(version)}
+	args := append(goBuildFlags(), "-ldflags", t.ldflags(version))
 	if t.tags != "" {
 		args = append(args, "-tags", t.tags)
 	}
@@ -367,6 +432,13 @@ func goBuild(ctx context.Context, goBin, moduleDir string, t tool, version, out 
 		return fmt.Errorf("install %s: %w", t.name, err)
 	}
 	return nil
+}
+
+// goBuildFlags start every build of a sandbox binary. -dwarf=false: nothing debugs these
+// binaries, and leaving out the debug information the linker's -w would strip anyway
+// makes each package's compile cheaper.
+func goBuildFlags() []string {
+	return []string{"build", "-trimpath", "-gcflags=all=-dwarf=false"}
 }
 
 // runGo runs the go command in a tools module, its output to w and, on failure, in the
