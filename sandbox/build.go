@@ -9,120 +9,23 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 )
 
-// Binaries are the paths of the programs a sandbox runs.
-type Binaries struct {
-	KubeAPIServer         string
-	KubeControllerManager string
-	KubeScheduler         string
-	Kubectl               string
-	Etcd                  string
-	Kwok                  string
-	Prometheus            string
-	// KumaCP is Kuma's control plane, run as the Global and the zone CP of multi-zone
-	// scenarios (kumacp.go).
-	KumaCP string
-	// SourceController, KustomizeController and GitServer are Flux's parts (flux.go).
-	// Build leaves them empty: BuildFlux builds them on demand.
-	SourceController    string
-	KustomizeController string
-	GitServer           string
-}
-
-// tool is one binary built from a tools module under sandbox/tools.
-type tool struct {
-	// name is the binary's name.
-	name string
-	// toolsModule is the directory under sandbox/tools holding the module to build in.
-	toolsModule string
-	// module is the module whose version names the cache entry.
-	module string
-	// pkg is the main package.
-	pkg string
-	// tags are the build tags, if any.
-	tags string
-	// ldflags returns the linker flags for the module's version.
-	ldflags func(version string) string
-	// set stores the built path in Binaries.
-	set func(b *Binaries, path string)
-}
-
-// kubeLDFlags stamps the version into component-base and client-go; without it the
-// binaries report v0.0.0-master, which kubectl and discovery clients dislike. The order
-// matches the warm-up build documented in the sandbox notes, so nothing differs from it.
-func kubeLDFlags(version string) string {
-	major, minor := "1", ""
-	if parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3); len(parts) >= 2 {
-		major, minor = parts[0], parts[1]
-	}
-	var b strings.Builder
-	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
-		fmt.Fprintf(&b, "-X %s.gitVersion=%s -X %s.gitMajor=%s -X %s.gitMinor=%s ", pkg, version, pkg, major, pkg, minor)
-	}
-	b.WriteString("-s -w")
-	return b.String()
-}
-
-func stripLDFlags(string) string { return "-s -w" }
-
-// kumaLDFlags stamps the version kuma-cp reports (its /versions, KDS handshakes and
-// logs); unstamped it says "unknown".
-func kumaLDFlags(version string) string {
-	const pkg = "github.com/kumahq/kuma/pkg/version"
-	return fmt.Sprintf("-X %s.version=%s -X %s.gitTag=%s -s -w", pkg, strings.TrimPrefix(version, "v"), pkg, version)
-}
-
-// tools lists what Build builds, in the order it builds them: cheap ones first so a
-// first-time user sees progress early.
-var tools = []tool{
-	{name: "etcd", toolsModule: "etcd", module: "go.etcd.io/etcd/server/v3", pkg: "go.etcd.io/etcd/server/v3",
-		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.Etcd = p }},
-	{name: "kube-apiserver", toolsModule: "kubernetes", module: "k8s.io/kubernetes", pkg: "k8s.io/kubernetes/cmd/kube-apiserver",
-		ldflags: kubeLDFlags, set: func(b *Binaries, p string) { b.KubeAPIServer = p }},
-	{name: "kubectl", toolsModule: "kubernetes", module: "k8s.io/kubernetes", pkg: "k8s.io/kubernetes/cmd/kubectl",
-		ldflags: kubeLDFlags, set: func(b *Binaries, p string) { b.Kubectl = p }},
-	{name: "kube-controller-manager", toolsModule: "kubernetes", module: "k8s.io/kubernetes", pkg: "k8s.io/kubernetes/cmd/kube-controller-manager",
-		ldflags: kubeLDFlags, set: func(b *Binaries, p string) { b.KubeControllerManager = p }},
-	{name: "kube-scheduler", toolsModule: "kubernetes", module: "k8s.io/kubernetes", pkg: "k8s.io/kubernetes/cmd/kube-scheduler",
-		ldflags: kubeLDFlags, set: func(b *Binaries, p string) { b.KubeScheduler = p }},
-	{name: "kwok", toolsModule: "kwok", module: "sigs.k8s.io/kwok", pkg: "sigs.k8s.io/kwok/cmd/kwok",
-		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.Kwok = p }},
-	// remove_all_sd drops every service discovery but file and http: a third of the build.
-	{name: "prometheus", toolsModule: "prometheus", module: "github.com/prometheus/prometheus", pkg: "github.com/prometheus/prometheus/cmd/prometheus",
-		tags: "remove_all_sd", ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.Prometheus = p }},
-	// Last: only the multi-zone scenarios need it (~5 min of CPU cold).
-	{name: "kuma-cp", toolsModule: "kuma", module: kumaModule, pkg: "github.com/kumahq/kuma/app/kuma-cp",
-		ldflags: kumaLDFlags, set: func(b *Binaries, p string) { b.KumaCP = p }},
-}
-
-// fluxTools are optional: only the Flux scenarios need them, and their cold build
-// (~20 min of CPU together) would more than double `make sandbox`. BuildFlux builds them.
-var fluxTools = []tool{
-	{name: "gitserver", toolsModule: "gitserver", module: gitTestServerModule, pkg: ".",
-		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.GitServer = p }},
-	{name: "source-controller", toolsModule: "source-controller", module: sourceControllerModule, pkg: sourceControllerModule,
-		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.SourceController = p }},
-	{name: "kustomize-controller", toolsModule: "kustomize-controller", module: kustomizeControllerModule, pkg: kustomizeControllerModule,
-		ldflags: stripLDFlags, set: func(b *Binaries, p string) { b.KustomizeController = p }},
-}
-
 // Build builds the sandbox's binaries, or reuses them from
 // ${XDG_CACHE_HOME:-~/.cache}/coalmine/sandbox/<tool>-<version>/, one module at a time
-// (the Kubernetes binaries, in one go build, take most of it on two cores). It reports on w what it builds and
-// how long that took. Concurrent callers in other processes wait for each other.
+// (the Kubernetes binaries, in one go build, take most of it on two cores). It reports
+// on w what it builds and how long that took. Concurrent callers in other processes wait
+// for each other.
 func Build(ctx context.Context, w io.Writer) (*Binaries, error) {
 	return build(ctx, w, tools)
 }
 
 // BuildDemo builds what `coalmine demo` runs: Build's binaries but kubectl, which only the
-// tests use (about a minute of a cold first `make demo`). Binaries.Kubectl is then the
-// cached one if there is one, else empty.
+// tests use (about a minute of a cold first `make demo`); Binaries.Kubectl stays empty.
 func BuildDemo(ctx context.Context, w io.Writer) (*Binaries, error) {
 	var ts []tool
 	for _, t := range tools {
@@ -130,23 +33,7 @@ func BuildDemo(ctx context.Context, w io.Writer) (*Binaries, error) {
 			ts = append(ts, t)
 		}
 	}
-	bins, err := build(ctx, w, ts)
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range tools {
-		if t.name != "kubectl" {
-			continue
-		}
-		toolsDir, err1 := ToolsDir()
-		root, err2 := CacheDir()
-		if err1 == nil && err2 == nil {
-			if p, _, err := cachedPath(toolsDir, root, t); err == nil && isFile(p) {
-				t.set(bins, p)
-			}
-		}
-	}
-	return bins, nil
+	return build(ctx, w, ts)
 }
 
 func build(ctx context.Context, w io.Writer, ts []tool) (*Binaries, error) {
@@ -176,109 +63,6 @@ func build(ctx context.Context, w io.Writer, ts []tool) (*Binaries, error) {
 		}
 	}
 	return bins, nil
-}
-
-// prefetch downloads, in the background, the modules of each group with a binary to
-// build, while the first groups compile: a cold build otherwise spends a minute or two
-// with both cores idle, waiting for the module proxy before each tool. Failures are left
-// for the build itself to report. The returned func stops it and waits.
-func prefetch(ctx context.Context, goBin, toolsDir, root string, groups [][]tool) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for _, g := range groups {
-			var pkgs []string
-			for _, t := range g {
-				if out, _, err := cachedPath(toolsDir, root, t); err == nil && !isFile(out) {
-					pkgs = append(pkgs, t.pkg)
-				}
-			}
-			if len(pkgs) == 0 || ctx.Err() != nil {
-				continue
-			}
-			_ = downloadModules(ctx, goBin, filepath.Join(toolsDir, g[0].toolsModule), g[0].tags, pkgs...)
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// buildGroups splits ts into runs of consecutive tools built from the same module with
-// the same tags, which one go build can compile together.
-func buildGroups(ts []tool) [][]tool {
-	var groups [][]tool
-	for _, t := range ts {
-		if n := len(groups); n > 0 {
-			last := groups[n-1][0]
-			if last.toolsModule == t.toolsModule && last.tags == t.tags {
-				groups[n-1] = append(groups[n-1], t)
-				continue
-			}
-		}
-		groups = append(groups, []tool{t})
-	}
-	return groups
-}
-
-// buildTogether builds the missing binaries of a group (tools of one module) in one go
-// build. On two cores this is minutes faster than one build each: the go command
-// compiles the packages they share once and keeps both cores busy across them, where one
-// build at a time leaves a core idle through each binary's last big packages and its
-// link. The binaries land in the cache as buildTool would put them; buildTool then finds
-// them there. A group with fewer than two missing binaries is left to buildTool.
-func buildTogether(ctx context.Context, w io.Writer, goBin, toolsDir, root string, group []tool) error {
-	var missing []tool
-	var outs []string
-	version := ""
-	for _, t := range group {
-		out, v, err := cachedPath(toolsDir, root, t)
-		if err != nil {
-			return err
-		}
-		if !isFile(out) {
-			missing, outs, version = append(missing, t), append(outs, out), v
-		}
-	}
-	if len(missing) < 2 {
-		return nil
-	}
-	names := make([]string, len(missing))
-	pkgs := make([]string, len(missing))
-	for i, t := range missing {
-		names[i], pkgs[i] = t.name, t.pkg
-		// One go build takes one -ldflags: the group's tools must agree on it.
-		if t.ldflags(version) != missing[0].ldflags(version) {
-			return fmt.Errorf("build %s with %s: their linker flags differ", t.name, missing[0].name)
-		}
-	}
-	tmp, err := os.MkdirTemp(root, ".build-")
-	if err != nil {
-		return fmt.Errorf("create build dir: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	moduleDir := filepath.Join(toolsDir, missing[0].toolsModule)
-	fmt.Fprintf(w, "sandbox: building %s %s together (from %s) ...\n", strings.Join(names, ", "), version, moduleDir)
-	start := time.Now()
-	args := append(goBuildFlags(), "-ldflags", missing[0].ldflags(version))
-	if missing[0].tags != "" {
-		args = append(args, "-tags", missing[0].tags)
-	}
-	args = append(args, "-o", tmp+string(filepath.Separator))
-	args = append(args, pkgs...)
-	if err := runGo(ctx, goBin, moduleDir, args, w); err != nil {
-		return fmt.Errorf("build %s: %w", strings.Join(names, ", "), err)
-	}
-	for i, t := range missing {
-		// go build -o DIR/ names each binary after its package's last path element.
-		if err := os.MkdirAll(filepath.Dir(outs[i]), 0o755); err != nil {
-			return fmt.Errorf("create cache dir for %s: %w", t.name, err)
-		}
-		if err := os.Rename(filepath.Join(tmp, path.Base(t.pkg)), outs[i]); err != nil {
-			return fmt.Errorf("install %s: %w", t.name, err)
-		}
-	}
-	fmt.Fprintf(w, "sandbox: built %s %s in %s\n", strings.Join(names, ", "), version, time.Since(start).Round(time.Second))
-	return nil
 }
 
 // buildTool returns t's binary from the cache, building it first if it is missing. The
