@@ -181,7 +181,7 @@ func cachedPath(toolsDir, root string, t tool) (path, version string, err error)
 }
 
 // Cached reports whether every binary is in the cache already, so Build will not
-// compile anything (a cold build takes about ten minutes on two cores).
+// compile anything (a cold build takes 20-30 minutes on two cores).
 func Cached() bool {
 	toolsDir, err := ToolsDir()
 	if err != nil {
