@@ -13,7 +13,7 @@ HELM ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coalmine/sandbox/helm-v3.22.0/hel
 all: build
 
 help:
-	@echo "make demo       the seed story on real kube-apiserver, Prometheus, kuma-cp Global + zone (first run builds them: ~30 min; warm ~2 min)"
+	@echo "make demo       the seed story on real kube-apiserver, Prometheus, kuma-cp Global + zone (first run builds them: ~25 min; warm under 2 min)"
 	@echo "                ARGS=--flux ships the releases as Git commits through Flux's real controllers (first use builds them: ~6 min more)"
 	@echo "make test       lint, generated-file check, unit tests and e2e scenarios on the sandbox"
 	@echo "make build      build bin/coalmine and the kubectl plugin bin/kubectl-coalmine"

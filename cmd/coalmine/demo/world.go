@@ -51,7 +51,7 @@ func startWorld(ctx context.Context, cfg Config, out io.Writer) (_ *world, err e
 			w.stop()
 		}
 	}()
-	say("   building or reusing the sandbox binaries (first run: ~20-30 minutes on 2 cores)")
+	say("   building or reusing the sandbox binaries (first run: ~25 minutes on 2 cores)")
 	bins, err := sandbox.BuildDemo(ctx, out)
 	if err != nil {
 		return w, fmt.Errorf("build sandbox: %w", err)
