@@ -239,22 +239,18 @@ func (x *pass) failedCheck(failed []string) {
 // at once (a canary without ready pods carries no traffic), and each interval it stays
 // unready is a failed check, so the wait ends at the threshold.
 func (x *pass) canaryLost() {
-	why := fmt.Sprintf("canary Deployment %s not ready", x.canary.CanaryDeploymentName())
-	if x.canaryUnready != "" {
-		why = "canary not ready: " + x.canaryUnready
-	}
 	if x.status.CanaryWeight > 0 {
 		x.event(corev1.EventTypeWarning, ReasonCanaryLost, "Analyse", "Canary Deployment %s lost readiness at weight %d%%: all traffic to %s",
 			x.canary.CanaryDeploymentName(), x.status.CanaryWeight, x.rt.Primary)
 		x.status.CanaryWeight = 0
-		x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s: %s, traffic back to primary", x.status.CanaryRevision, why))
+		x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s: canary Deployment %s not ready, traffic back to primary", x.status.CanaryRevision, x.canary.CanaryDeploymentName()))
 	}
 	due := x.status.LastStepTime.Add(x.canary.AnalysisInterval())
 	if x.now.Before(due) {
 		x.requeueAfter(due.Sub(x.now))
 		return
 	}
-	x.failedCheck([]string{why})
+	x.failedCheck([]string{fmt.Sprintf("canary Deployment %s not ready", x.canary.CanaryDeploymentName())})
 }
 
 func firstStep(steps []int) int {

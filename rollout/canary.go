@@ -78,11 +78,6 @@ func (x *pass) awaitCanary() {
 		x.status.ProgressStartTime = x.stamp()
 	}
 	deadline := x.status.ProgressStartTime.Add(x.canary.ProgressDeadline())
-	if x.canaryUnready != "" {
-		// Ready pods, no ready endpoints yet: the slices' change starts the next pass
-		// (endpointSliceHandler).
-		x.transition(v1beta1.PhaseProgressing, fmt.Sprintf("analysing revision %s: waiting for the canary's endpoints: %s", x.status.CanaryRevision, x.canaryUnready))
-	}
 	x.requeueAfter(min(deadline.Sub(x.now), readinessPoll(x.canary)))
 }
 
@@ -99,9 +94,6 @@ func (x *pass) stuckReason() string {
 	rd := workload.DeploymentReadiness(x.canaryD, x.canary.CanaryReadyThreshold())
 	if rd.Failed {
 		return rd.Message
-	}
-	if x.canaryUnready != "" {
-		return fmt.Sprintf("canary not ready within the progress deadline of %s: %s", x.canary.ProgressDeadline(), x.canaryUnready)
 	}
 	return fmt.Sprintf("canary Deployment %s not ready within the progress deadline of %s (%s)", name, x.canary.ProgressDeadline(), rd.Message)
 }

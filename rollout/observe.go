@@ -180,13 +180,6 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 		if d != nil && d.Annotations[v1beta1.AnnotationRevision] == o.canary {
 			rd := workload.DeploymentReadiness(d, c.CanaryReadyThreshold())
 			o.canaryReady, o.canaryFailed = rd.Ready, rd.Failed
-			if rd.Ready {
-				why, err := x.canaryEndpointsWaiting(ctx, d)
-				if err != nil {
-					return o, err
-				}
-				x.canaryUnready, o.canaryReady = why, why == ""
-			}
 		}
 		o.hadTraffic = x.status.LastStepTime != nil
 		start := x.now

@@ -28,14 +28,11 @@ type pass struct {
 	target  *appsv1.Deployment
 	serving *appsv1.ReplicaSet // the target's ReplicaSet that runs pods now, if any
 	canaryD *appsv1.Deployment // the canary Deployment, when it exists
-	// canaryUnready says why a canary Deployment that reports ready is not ready to carry
-	// traffic (its Service has no ready endpoint yet), from observe.
-	canaryUnready string
-	app           map[string]string
-	router        router.Router
-	kind          string // route kind
-	rt            router.Target
-	ns            namespaceScope
+	app     map[string]string
+	router  router.Router
+	kind    string // route kind
+	rt      router.Target
+	ns      namespaceScope
 
 	situation Situation
 	action    action

@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -116,7 +115,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1beta1.Canary{}, builder.WithPredicates(canaryChanged)).
 		Watches(&appsv1.Deployment{}, r.deploymentHandler()).
 		Watches(&corev1.Service{}, r.serviceHandler()).
-		Watches(&discoveryv1.EndpointSlice{}, endpointSliceHandler()).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.canariesOfNamespace)).
 		// A Canary that goes wakes the others of its Deployment: a duplicate waiting for
 		// it, or the explicit Canary an opt-in one hands over to.

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
-	"github.com/coalmine-dev/coalmine/rollout/router"
 	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
 
@@ -37,7 +36,6 @@ func (x *pass) ensureServices(ctx context.Context) error {
 	c := x.canary
 	own := x.status.Ownership
 	set := workload.ServicesFor(c, x.app, &x.target.Spec.Template.Spec)
-	labelCanaryService(set.Canary, c)
 	if x.target.Status.ReadyReplicas == 0 {
 		if unsafe, err := x.unsafeAdoption(ctx, set.Apex, set.Primary); err != nil || unsafe {
 			return err
@@ -79,18 +77,6 @@ func (x *pass) ensureServices(ctx context.Context) error {
 		}
 	}
 	return x.releaseRenamedServices(ctx, desired)
-}
-
-// labelCanaryService names the Canary on its canary Service. The EndpointSlice
-// controller copies a Service's labels onto its slices, and the loop caches only slices
-// with this label (app.Run's cache options): the canary Service's, which the endpoint
-// gate reads (canaryEndpointsWaiting), not every slice of the cluster.
-func labelCanaryService(svc *corev1.Service, c *v1beta1.Canary) {
-	if svc.Labels == nil {
-		svc.Labels = map[string]string{}
-	}
-	svc.Labels[router.LabelCanaryName] = c.Name
-	svc.Labels[router.LabelCanaryNamespace] = c.Namespace
 }
 
 // unsafeAdoption stops the pass when adopting an apex or primary Service would point it

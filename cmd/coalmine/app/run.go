@@ -11,11 +11,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -48,14 +45,6 @@ const (
 	WebhookServiceName       = "coalmine-webhook"
 	TLSSecretName            = "coalmine-webhook-tls"
 )
-
-// canarySlices selects the EndpointSlices of canary Services (rollout's
-// labelCanaryService names the Canary on them; the EndpointSlice controller copies it).
-var canarySlices = func() labels.Selector {
-	req, err := labels.NewRequirement(router.LabelCanaryName, selection.Exists, nil)
-	utilruntime.Must(err)
-	return labels.NewSelector().Add(*req)
-}()
 
 // NewScheme knows every type coalmine reads or writes.
 func NewScheme() *runtime.Scheme {
@@ -118,10 +107,6 @@ func Run(ctx context.Context, o Options) error {
 				// The cache holds every ReplicaSet of the cluster; the loop needs of each
 				// what its template is, not the template (workload.SlimReplicaSet).
 				&appsv1.ReplicaSet{}: {Transform: workload.SlimReplicaSet},
-				// Only the canary Services' slices (they carry the Canary's name, copied
-				// from the Service): the endpoint gate reads those, and a cache of every
-				// EndpointSlice would be the largest in most clusters.
-				&discoveryv1.EndpointSlice{}: {Label: canarySlices},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{
