@@ -235,8 +235,8 @@ const (
 // is applied once more.
 type writeMemo struct {
 	mu sync.Mutex
-	// rv is the resourceVersion of the last write, by kind and key; the key's strings
-	// are the cached object's, and a number takes less than its text (heap per canary).
+	// rv is the resourceVersion of the last write, by kind and key, kept as a number:
+	// less heap per canary than the text under a "kind/namespace/name" string key.
 	rv      map[memoKey]uint64
 	weights map[types.NamespacedName]int
 	// deleted is the UID of the canary Deployment each Canary's pass last deleted: the
