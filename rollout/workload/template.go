@@ -30,15 +30,7 @@ func TemplateDigest(t *corev1.PodTemplateSpec) string {
 	if _, ok := t.Labels[LabelPodTemplateHash]; ok {
 		// A shallow copy with its own labels: t may be the cache's, read concurrently.
 		c := *t
-		c.Labels = make(map[string]string, len(t.Labels)-1)
-		for k, v := range t.Labels {
-			if k != LabelPodTemplateHash {
-				c.Labels[k] = v
-			}
-		}
-		if len(c.Labels) == 0 {
-			c.Labels = nil
-		}
+		c.Labels = labelsWithoutHash(t.Labels)
 		t = &c
 	}
 	b, err := json.Marshal(t)
@@ -114,9 +106,21 @@ func SlimReplicaSet(obj any) (any, error) {
 // pod-template-hash, so its revision compares with the Deployment's own.
 func TemplateWithoutHash(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
 	out := t.DeepCopy()
-	delete(out.Labels, LabelPodTemplateHash)
-	if len(out.Labels) == 0 {
-		out.Labels = nil
+	out.Labels = labelsWithoutHash(t.Labels)
+	return out
+}
+
+// labelsWithoutHash is a copy of labels without pod-template-hash; nil when nothing is left.
+func labelsWithoutHash(labels map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range labels {
+		if k == LabelPodTemplateHash {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(labels))
+		}
+		out[k] = v
 	}
 	return out
 }
