@@ -30,6 +30,7 @@ import (
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/router"
+	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
 
 const ns = "apps-a-mesh-a"
@@ -185,6 +186,12 @@ type env struct {
 	inReconcile bool
 	// stuck Deployments never become ready.
 	stuck map[string]bool
+	// unobserved Deployments are not acted on by the deployment controller (kube): no
+	// generation observed, no ReplicaSet rolled, as while it is down or behind.
+	unobserved map[string]bool
+	// rsReads counts the loop's reads of ReplicaSets (through APIReader; the cache holds
+	// none, so a read through Client fails the test).
+	rsReads int
 	// staleCanary, when set, is what the next read of the Canary returns: a cache that
 	// lags behind the API server.
 	staleCanary *v1beta1.Canary
@@ -255,6 +262,8 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		analyzer: &scriptedAnalyzer{},
 		recorder: events.NewFakeRecorder(10000),
 		stuck:    map[string]bool{},
+
+		unobserved: map[string]bool{},
 	}
 	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{v1beta1.LabelSidecarInjection: "enabled"}}}
 	e.base = fake.NewClientBuilder().
@@ -270,6 +279,14 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		}
 	}
 	wrapped := interceptor.NewClient(e.base, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if _, ok := list.(*appsv1.ReplicaSetList); ok {
+				// In the product a cached List of ReplicaSets would start an informer of
+				// every ReplicaSet of the cluster: identity.go reads them past the cache.
+				e.t.Error("ReplicaSets listed through the cached client; use APIReader")
+			}
+			return c.List(ctx, list, opts...)
+		},
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if stale, ok := obj.(*v1beta1.Canary); ok && e.staleCanary != nil {
 				e.staleCanary.DeepCopyInto(stale)
@@ -312,12 +329,21 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 			return c.SubResource(sub).Update(ctx, obj, opts...)
 		},
 	})
+	apiReader := interceptor.NewClient(e.base, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if _, ok := list.(*appsv1.ReplicaSetList); ok {
+				e.rsReads++
+			}
+			return c.List(ctx, list, opts...)
+		},
+	})
 	e.r = &Reconciler{
-		Client:   wrapped,
-		Recorder: e.recorder,
-		Clock:    e.clock,
-		Analyzer: e.analyzer,
-		Routers:  map[string]router.Router{v1beta1.RouteKindTrafficRoute: e.router},
+		Client:    wrapped,
+		APIReader: apiReader,
+		Recorder:  e.recorder,
+		Clock:     e.clock,
+		Analyzer:  e.analyzer,
+		Routers:   map[string]router.Router{v1beta1.RouteKindTrafficRoute: e.router},
 	}
 	e.key = types.NamespacedName{Namespace: ns, Name: "alice"}
 	return e
@@ -339,8 +365,9 @@ func bumpGeneration(ctx context.Context, c client.Client, obj client.Object) {
 	}
 }
 
-// kube plays the deployment controller and kubelet: every generation is observed; an
-// unpaused Deployment that is not stuck has all its replicas updated and available.
+// kube plays the deployment controller and kubelet: every generation is observed; the
+// template's ReplicaSet (rollReplicaSets) runs updatedReplicas; a Deployment that is not
+// stuck has all its replicas available.
 func (e *env) kube() {
 	e.t.Helper()
 	ctx := context.Background()
@@ -351,14 +378,18 @@ func (e *env) kube() {
 	e.collectGarbage(list.Items)
 	for i := range list.Items {
 		d := &list.Items[i]
+		if e.unobserved[d.Name] {
+			continue
+		}
+		updated, total := e.rollReplicaSets(d)
 		st := d.Status.DeepCopy()
 		st.ObservedGeneration = d.Generation
-		if !d.Spec.Paused && !e.stuck[d.Name] {
-			n := *d.Spec.Replicas
-			st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas = n, n, n, n
-		}
-		if !d.Spec.Paused {
-			e.rollReplicaSets(d)
+		if e.stuck[d.Name] {
+			// A stuck rollout: counts stay where the test put them, but no more replicas
+			// run the template than its ReplicaSet has (none while paused at a new one).
+			st.UpdatedReplicas = min(st.UpdatedReplicas, updated)
+		} else {
+			st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas = total, updated, total, total
 		}
 		if !equality.Semantic.DeepEqual(*st, d.Status) {
 			d.Status = *st
@@ -391,54 +422,86 @@ func (e *env) collectGarbage(deployments []appsv1.Deployment) {
 	}
 }
 
-// rollReplicaSets plays the ReplicaSet side of the deployment controller: the current
-// template gets a ReplicaSet with all replicas (pod-template-hash label added, the next
-// deployment revision), every other one is scaled to 0. A paused Deployment rolls nothing.
-func (e *env) rollReplicaSets(d *appsv1.Deployment) {
+// rollReplicaSets plays the ReplicaSet side of the deployment controller. The template's
+// ReplicaSet is the one whose template equals it, pod-template-hash aside; an unpaused
+// Deployment gets one if it has none (pod-template-hash label added), and it gets all the
+// replicas, every other ReplicaSet none. Paused or not, the template's ReplicaSet is
+// numbered the newest deployment revision and the Deployment carries that number. It
+// returns the replicas of the template's ReplicaSet and of all of them.
+func (e *env) rollReplicaSets(d *appsv1.Deployment) (updated, total int32) {
 	e.t.Helper()
 	ctx := context.Background()
 	var list appsv1.ReplicaSetList
 	if err := e.base.List(ctx, &list, client.InNamespace(d.Namespace)); err != nil {
 		e.t.Fatal(err)
 	}
-	hash := v1beta1.TemplateRevision(&d.Spec.Template)
-	name := d.Name + "-" + hash
-	maxRev, found := 0, false
+	var cur *appsv1.ReplicaSet
+	var owned []*appsv1.ReplicaSet
+	maxRev := 0
 	for i := range list.Items {
 		rs := &list.Items[i]
 		if !metav1.IsControlledBy(rs, d) {
 			continue
 		}
-		rev, _ := strconv.Atoi(rs.Annotations["deployment.kubernetes.io/revision"])
+		owned = append(owned, rs)
+		rev, _ := strconv.Atoi(workload.DeploymentRevision(rs))
 		maxRev = max(maxRev, rev)
-		want := int32(0)
-		if rs.Name == name {
-			found, want = true, *d.Spec.Replicas
+		if cur == nil && workload.SameTemplate(rs, &d.Spec.Template) {
+			cur = rs
 		}
-		if *rs.Spec.Replicas != want {
-			rs.Spec.Replicas = ptr.To(want)
-			if err := e.base.Update(ctx, rs); err != nil {
-				e.t.Fatal(err)
+	}
+	switch {
+	case cur == nil && !d.Spec.Paused:
+		hash := v1beta1.TemplateRevision(&d.Spec.Template)
+		tmpl := d.Spec.Template.DeepCopy()
+		if tmpl.Labels == nil {
+			tmpl.Labels = map[string]string{}
+		}
+		tmpl.Labels["pod-template-hash"] = hash
+		cur = &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-" + hash, Namespace: d.Namespace, Labels: tmpl.Labels,
+				Annotations:     map[string]string{"deployment.kubernetes.io/revision": strconv.Itoa(maxRev + 1)},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+			Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To(*d.Spec.Replicas), Selector: d.Spec.Selector.DeepCopy(), Template: *tmpl},
+		}
+		if err := e.base.Create(ctx, cur); err != nil {
+			e.t.Fatal(err)
+		}
+		owned = append(owned, cur)
+	case cur != nil && workload.DeploymentRevision(cur) != strconv.Itoa(maxRev):
+		cur.Annotations["deployment.kubernetes.io/revision"] = strconv.Itoa(maxRev + 1)
+		if err := e.base.Update(ctx, cur); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if cur != nil && workload.DeploymentRevision(d) != workload.DeploymentRevision(cur) {
+		if d.Annotations == nil {
+			d.Annotations = map[string]string{}
+		}
+		d.Annotations["deployment.kubernetes.io/revision"] = workload.DeploymentRevision(cur)
+		if err := e.base.Update(ctx, d); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	for _, rs := range owned {
+		if !d.Spec.Paused {
+			want := int32(0)
+			if rs == cur {
+				want = *d.Spec.Replicas
+			}
+			if *rs.Spec.Replicas != want {
+				rs.Spec.Replicas = ptr.To(want)
+				if err := e.base.Update(ctx, rs); err != nil {
+					e.t.Fatal(err)
+				}
 			}
 		}
+		total += *rs.Spec.Replicas
+		if rs == cur {
+			updated = *rs.Spec.Replicas
+		}
 	}
-	if found {
-		return
-	}
-	tmpl := d.Spec.Template.DeepCopy()
-	if tmpl.Labels == nil {
-		tmpl.Labels = map[string]string{}
-	}
-	tmpl.Labels["pod-template-hash"] = hash
-	rs := &appsv1.ReplicaSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.Namespace, Labels: tmpl.Labels,
-			Annotations:     map[string]string{"deployment.kubernetes.io/revision": strconv.Itoa(maxRev + 1)},
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
-		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To(*d.Spec.Replicas), Selector: d.Spec.Selector.DeepCopy(), Template: *tmpl},
-	}
-	if err := e.base.Create(ctx, rs); err != nil {
-		e.t.Fatal(err)
-	}
+	return updated, total
 }
 
 // servingReplicaSet is the ReplicaSet the deployment controller made for d's template as it

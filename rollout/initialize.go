@@ -6,7 +6,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
-	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
 
 // Event reasons of the steady state.
@@ -15,20 +14,13 @@ const (
 	ReasonRestamped   = "Restamped"
 )
 
-// initialize records the stable revision: what the serving ReplicaSet runs. A Deployment
-// the user paused with a change that never rolled has that change analysed next (its
-// template is not what serves); a Deployment with no ReplicaSet yet is stable as it is.
+// initialize records the stable revision: what serves (initialServing). A Deployment the
+// user paused with a change that never rolled has that change analysed next (its template
+// is not what serves); a Deployment with no ReplicaSet yet is stable as it is.
 func (x *pass) initialize() {
-	live := x.revision()
-	stable := live
-	if x.serving != nil && !workload.SameTemplate(x.serving, &x.target.Spec.Template) {
-		stable = workload.ReplicaSetRevision(x.serving)
-	}
+	stable := x.serving.revision
 	x.status.StableRevision = stable
-	x.status.StableReplicaSet = ""
-	if x.serving != nil {
-		x.status.StableReplicaSet = x.serving.Name
-	}
+	x.status.StableDeploymentRevision = x.serving.deploymentRevision
 	x.status.CanaryWeight = 0
 	x.transition(v1beta1.PhaseInitialized, fmt.Sprintf("stable revision %s serves all traffic", stable))
 	x.event(corev1.EventTypeNormal, ReasonInitialized, "Initialize",
@@ -41,6 +33,11 @@ func (x *pass) initialize() {
 // target says now: no revision is held, so a pause is not coalmine's.
 func (x *pass) idle() {
 	x.status.StableRevision = x.stableRevision()
+	if rev := rolledRevision(x.target); rev != "" {
+		// The stable template's ReplicaSet as the controller numbers it now (it renumbers
+		// an old one it rolls back to); stableUnderAnotherHash compares with it.
+		x.status.StableDeploymentRevision = rev
+	}
 	if own := x.status.Ownership; own != nil && x.status.Phase != v1beta1.PhaseFailed && !x.heldByCoalmine() {
 		own.UserPaused = x.target.Spec.Paused
 	}
@@ -53,14 +50,14 @@ func (x *pass) heldByCoalmine() bool {
 	return x.target.Spec.Paused && held != "" && held != x.stableRevision()
 }
 
-// restamp records the live hash as the stable revision: the template is what the serving
+// restamp records the live hash as the stable revision: the template is what the stable
 // ReplicaSet runs, only its representation changed (see SitDrift). No canary.
 func (x *pass) restamp() {
 	live, old := x.revision(), x.stableRevision()
 	x.status.StableRevision = live
-	x.status.StableReplicaSet = x.serving.Name
+	x.status.StableDeploymentRevision = x.serving.deploymentRevision
 	x.event(corev1.EventTypeNormal, ReasonRestamped, "Initialize",
-		"Deployment %s: template hash %s differs from stable revision %s but the template is what ReplicaSet %s runs: recorded %s as stable, nothing to analyse",
-		x.target.Name, live, old, x.serving.Name, live)
+		"Deployment %s: template hash %s differs from stable revision %s but the template is what %s runs: recorded %s as stable, nothing to analyse",
+		x.target.Name, live, old, x.serving.describe(), live)
 	x.transition(x.status.Phase, fmt.Sprintf("stable revision %s serves all traffic", live))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
@@ -130,20 +128,9 @@ func routeMatch(in []v1beta1.HTTPMatchRequest) []router.Match {
 	return out
 }
 
-// revision is the template revision of the target as it is now.
-func (x *pass) revision() string { return v1beta1.TemplateRevision(&x.target.Spec.Template) }
-
-// stableRevision is the revision the status records as serving, else the target's
-// stable-revision annotation (a status from before it was recorded).
-func (x *pass) stableRevision() string {
-	if x.status.StableRevision != "" {
-		return x.status.StableRevision
-	}
-	return x.target.Annotations[v1beta1.AnnotationStableRevision]
-}
-
 // observe gathers what classify needs. It reads only the cache, except the
-// confirm-rollout gates, which it calls only for a revision that is new.
+// confirm-rollout gates, which it calls only for a revision that is new, and ReplicaSets
+// where the target's own status cannot tell what serves (identity.go).
 func (x *pass) observe(ctx context.Context) (observation, error) {
 	c := x.canary
 	o := observation{
@@ -159,14 +146,20 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 	o.operatorPaused = meta.IsStatusConditionTrue(x.status.Conditions, ConditionPaused)
 	analysing := o.phase.Analysing() || o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising
 	initializing := o.phase == v1beta1.PhaseInitializing || o.phase == v1beta1.PhaseTerminating || o.phase == ""
-	if initializing || (o.live != o.stable && !(analysing && o.live == o.canary)) {
-		stableRS, err := x.stableReplicaSet(ctx)
+	switch {
+	case initializing:
+		serving, err := x.initialServing(ctx)
 		if err != nil {
 			return o, err
 		}
-		x.serving = stableRS
-		o.matchesServing = stableRS != nil && workload.SameTemplate(stableRS, &x.target.Spec.Template)
-		if !o.matchesServing && o.live != o.failed && !initializing {
+		x.serving = serving
+	case o.live != o.stable && !(analysing && o.live == o.canary):
+		drift, serving, err := x.stableUnderAnotherHash(ctx)
+		if err != nil {
+			return o, err
+		}
+		x.serving, o.matchesServing = serving, drift
+		if !drift && o.live != o.failed {
 			o.gateClosed = x.gateClosed(ctx, v1beta1.ConfirmRolloutHook, o.live)
 		}
 	}
@@ -195,14 +188,6 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 		rd := workload.DeploymentReadiness(x.target, c.PrimaryReadyThreshold())
 		o.targetReady = rolled && rd.Ready
 		o.targetFailed = rolled && rd.Failed
-		if o.targetReady {
-			// complete records the ReplicaSet that now runs the promoted revision.
-			serving, err := x.servingReplicaSet(ctx, "")
-			if err != nil {
-				return o, err
-			}
-			x.serving = serving
-		}
 		start := x.now
 		if x.status.ProgressStartTime != nil {
 			start = x.status.ProgressStartTime.Time
@@ -220,46 +205,4 @@ func targetProgressDeadline(d *appsv1.Deployment) time.Duration {
 		secs = *d.Spec.ProgressDeadlineSeconds
 	}
 	return time.Duration(secs) * time.Second
-}
-
-// stableReplicaSet is the ReplicaSet the status recorded for the stable revision, else
-// (a status from before it was recorded, or an Initializing Canary) the one serving now.
-func (x *pass) stableReplicaSet(ctx context.Context) (*appsv1.ReplicaSet, error) {
-	return x.servingReplicaSet(ctx, x.status.StableReplicaSet)
-}
-
-// servingReplicaSet is the target's ReplicaSet named name, or with name "" the one that
-// runs its pods now: of those it controls with replicas, the one with the highest
-// deployment revision. nil when there is none.
-func (x *pass) servingReplicaSet(ctx context.Context, name string) (*appsv1.ReplicaSet, error) {
-	sel := x.target.Spec.Selector
-	if sel == nil || len(sel.MatchLabels) == 0 {
-		return nil, nil
-	}
-	var list appsv1.ReplicaSetList
-	if err := x.r.Client.List(ctx, &list, client.InNamespace(x.target.Namespace), client.MatchingLabels(sel.MatchLabels)); err != nil {
-		return nil, fmt.Errorf("list replicasets of %s: %w", x.target.Name, err)
-	}
-	var best *appsv1.ReplicaSet
-	bestRev := int64(-1)
-	for i := range list.Items {
-		rs := &list.Items[i]
-		if !metav1.IsControlledBy(rs, x.target) {
-			continue
-		}
-		if name != "" {
-			if rs.Name == name {
-				return rs, nil
-			}
-			continue
-		}
-		if rs.Spec.Replicas == nil || *rs.Spec.Replicas == 0 {
-			continue
-		}
-		rev, _ := strconv.ParseInt(rs.Annotations["deployment.kubernetes.io/revision"], 10, 64)
-		if rev > bestRev {
-			best, bestRev = rs, rev
-		}
-	}
-	return best, nil
 }

@@ -53,6 +53,9 @@ func (x *pass) acquire(ctx context.Context) (done bool, err error) {
 			x.target.Name, x.target.UID, own.Target.UID, x.revision())
 		own.Target.UID = string(x.target.UID)
 		own.UserPaused = false
+		// The new object numbers its ReplicaSets from 1 again: the recorded number is the
+		// old object's and says nothing about the new one.
+		x.status.StableDeploymentRevision = ""
 	}
 	if !controllerutil.ContainsFinalizer(x.canary, v1beta1.Finalizer) {
 		if err := x.addFinalizer(ctx); err != nil {

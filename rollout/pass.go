@@ -26,7 +26,7 @@ type pass struct {
 	now    time.Time
 
 	target  *appsv1.Deployment
-	serving *appsv1.ReplicaSet // the target's ReplicaSet that runs pods now, if any
+	serving servingRS          // what runs the stable revision, as observe found it (identity.go)
 	canaryD *appsv1.Deployment // the canary Deployment, when it exists
 	app     map[string]string
 	router  router.Router

@@ -6,7 +6,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
-	"github.com/coalmine-dev/coalmine/rollout/workload"
 )
 
 // Event reasons of a promotion.
@@ -35,7 +34,7 @@ func (x *pass) supersede() {
 	rev := x.status.CanaryRevision
 	x.status.LastPromotedRevision = rev
 	x.status.StableRevision = rev
-	x.status.StableReplicaSet = "" // the target may not have rolled it fully: none recorded
+	x.status.StableDeploymentRevision = "" // the target may not have rolled it fully: none recorded
 	x.status.FailedRevision = ""
 	x.status.CanaryWeight = 0
 	why := fmt.Sprintf(" while %s was being promoted (%s is stable now)", rev, rev)
@@ -104,10 +103,7 @@ func (x *pass) complete() {
 	x.status.CanaryWeight = 0
 	x.status.LastPromotedRevision = rev
 	x.status.StableRevision = rev
-	x.status.StableReplicaSet = ""
-	if x.serving != nil && workload.SameTemplate(x.serving, &x.target.Spec.Template) {
-		x.status.StableReplicaSet = x.serving.Name
-	}
+	x.status.StableDeploymentRevision = rolledRevision(x.target) // the ReplicaSet that now runs it
 	x.status.FailedRevision = ""
 	x.status.ProgressStartTime = nil
 	x.postRollout = true

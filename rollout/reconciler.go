@@ -47,6 +47,9 @@ type Reconciler struct {
 	// cache may lag behind the loop's own writes; each pass checks the resourceVersions it
 	// wrote (memo) and waits rather than act on an older Canary or target.
 	Client client.Client
+	// APIReader reads past the cache (mgr.GetAPIReader): ReplicaSets, which the cache does
+	// not hold, in the rare passes that need them (identity.go). nil is Client.
+	APIReader client.Reader
 	// Recorder emits events.k8s.io Events on the Canary (mgr.GetEventRecorder).
 	Recorder events.EventRecorder
 	// Clock is the time source of every interval and deadline; nil is the real clock.
@@ -240,4 +243,11 @@ func (r *Reconciler) olderCanaryOf(ctx context.Context, c *v1beta1.Canary) (stri
 		}
 	}
 	return "", nil
+}
+
+func (r *Reconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }

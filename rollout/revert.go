@@ -19,7 +19,7 @@ func (x *pass) revert() {
 	live := x.revision()
 	if x.situation == SitDrift {
 		x.status.StableRevision = live
-		x.status.StableReplicaSet = x.serving.Name
+		x.status.StableDeploymentRevision = x.serving.deploymentRevision
 	}
 	abandoned := x.status.CanaryRevision
 	if x.status.Phase == v1beta1.PhaseFailed {

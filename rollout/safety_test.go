@@ -535,6 +535,8 @@ func TestSafety09ForeignRouteIsNeverWritten(t *testing.T) {
 		t.Errorf("route written: %v", e.router.history)
 	}
 	after := e.target()
+	delete(after.Annotations, "deployment.kubernetes.io/revision") // the deployment controller's
+	delete(before.Annotations, "deployment.kubernetes.io/revision")
 	if after.Spec.Paused || !equality.Semantic.DeepEqual(after.Labels, before.Labels) || !equality.Semantic.DeepEqual(after.Annotations, before.Annotations) {
 		t.Errorf("target touched: paused=%v labels %v annotations %v", after.Spec.Paused, after.Labels, after.Annotations)
 	}
@@ -671,9 +673,9 @@ func TestSafety12UserPausedChangeIsAnalysed(t *testing.T) {
 	c := e.canary()
 	stable := v1beta1.TemplateRevision(workload.TemplateWithoutHash(&rs.Spec.Template))
 	live := v1beta1.TemplateRevision(&d.Spec.Template)
-	if c.Status.Phase != v1beta1.PhaseProgressing || c.Status.StableRevision != stable || c.Status.CanaryRevision != live || c.Status.StableReplicaSet != rs.Name {
+	if c.Status.Phase != v1beta1.PhaseProgressing || c.Status.StableRevision != stable || c.Status.CanaryRevision != live || c.Status.StableDeploymentRevision != "1" {
 		t.Fatalf("phase %s stable %s (rs %s) canary %s, want Progressing, stable %s of %s, canary %s",
-			c.Status.Phase, c.Status.StableRevision, c.Status.StableReplicaSet, c.Status.CanaryRevision, stable, rs.Name, live)
+			c.Status.Phase, c.Status.StableRevision, c.Status.StableDeploymentRevision, c.Status.CanaryRevision, stable, "revision 1", live)
 	}
 	if canary, ok := e.deployment("alice-canary"); !ok || canary.Spec.Template.Spec.Containers[0].Image != "alice:2" {
 		t.Error("the held change is not on a canary")
@@ -845,6 +847,9 @@ func TestSafety16RecreatedTargetIsPausedAgain(t *testing.T) {
 	c := e.canary()
 	if own := c.Status.Ownership; own == nil || own.Target.UID != "alice-uid-2" {
 		t.Errorf("ownership %+v, want the new uid", own)
+	}
+	if c.Status.StableDeploymentRevision != "" {
+		t.Errorf("stable deployment revision %q kept from the old object, want none", c.Status.StableDeploymentRevision)
 	}
 	if ev := e.eventsWith(ReasonTargetReplaced); len(ev) != 1 || !strings.HasPrefix(ev[0], corev1.EventTypeWarning) || !strings.Contains(ev[0], "alice-uid-2") {
 		t.Errorf("TargetReplaced events %v", ev)

@@ -17,9 +17,9 @@ const (
 	// SitStable: the live template is the stable revision.
 	SitStable Situation = "Stable"
 	// SitDrift: the live template's hash differs from the stable revision, but the
-	// template equals the one the serving ReplicaSet runs: only its representation moved
-	// (a k8s.io/api bump, a new server default, a field the apiserver drops). Nothing
-	// would roll.
+	// template is what the stable revision's ReplicaSet runs (identity.go): only its
+	// representation moved (a k8s.io/api bump, a new server default, a field the
+	// apiserver drops). Nothing would roll.
 	SitDrift Situation = "Drift"
 	// SitFailedRevision: the live revision was rolled back before.
 	SitFailedRevision Situation = "FailedRevision"
@@ -89,8 +89,8 @@ type observation struct {
 	live string
 	// stable, canary and failed are the revisions the status records.
 	stable, canary, failed string
-	// matchesServing: the live template equals the serving ReplicaSet's template (only
-	// computed when live differs from stable and from the analysed revision).
+	// matchesServing: the live template is what the stable revision's ReplicaSet runs
+	// (only computed when live differs from stable and from the analysed revision).
 	matchesServing bool
 	// gateClosed is why a confirm-rollout gate is closed ("" when open); only asked
 	// when the revision is new.

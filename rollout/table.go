@@ -9,7 +9,7 @@ import "github.com/coalmine-dev/coalmine/api/v1beta1"
 type action string
 
 const (
-	// actInitialize records the stable revision (the serving ReplicaSet's) -> Initialized.
+	// actInitialize records the stable revision (what serves) -> Initialized.
 	actInitialize action = "Initialize"
 	// actIdle changes nothing: the world is converged on the phase as it is.
 	actIdle action = "Idle"

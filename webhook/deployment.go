@@ -218,8 +218,10 @@ func decideDeployment(oldDep, newDep *deploymentView) deploymentChange {
 	case newRev != stable && isRepresentationDrift(oldDep, newDep, stable):
 		// The hash moved, the template did not (a k8s.io/api bump, a new server default,
 		// a field the apiserver drops): nothing new would roll, so this is no revision.
-		// The loop re-stamps the stable revision after comparing with the serving
-		// ReplicaSet; until then such updates pass like any other outside a canary.
+		// The loop re-stamps the stable revision once the stable revision's ReplicaSet is
+		// seen to run it; until then such updates pass like any other outside a canary.
+		// They pass unmarked: the loop takes a revision annotation equal to the new
+		// template's as this webhook's verdict "new revision" (rollout/identity.go).
 		revision = idleRevision(recorded, stable, newAnnotations)
 	case newRev != stable:
 		// A new revision, or any update while one is under analysis or rolled back.

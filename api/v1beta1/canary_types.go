@@ -543,12 +543,14 @@ type CanaryStatus struct {
 	// StableRevision is the template revision serving primary traffic.
 	// +optional
 	StableRevision string `json:"stableRevision,omitempty"`
-	// StableReplicaSet is the target's ReplicaSet that ran the stable revision when it was
-	// recorded. A template whose hash differs from the stable revision but equals this
-	// ReplicaSet's is the stable one under another hash (representation drift); one that
-	// rolled unguarded into a new ReplicaSet is not.
+	// StableDeploymentRevision is the target's deployment.kubernetes.io/revision when the
+	// stable revision was recorded: the Deployment controller's number of the ReplicaSet
+	// that ran it. A template whose hash differs from the stable revision while the
+	// controller still runs it, fully, on that ReplicaSet is the stable one under another
+	// hash (representation drift); one that rolled unguarded got a new ReplicaSet, and so a
+	// new number, and is not.
 	// +optional
-	StableReplicaSet string `json:"stableReplicaSet,omitempty"`
+	StableDeploymentRevision string `json:"stableDeploymentRevision,omitempty"`
 	// CanaryRevision is the template revision under analysis.
 	// +optional
 	CanaryRevision string `json:"canaryRevision,omitempty"`

@@ -14,11 +14,6 @@ import (
 // template; it is bookkeeping, not part of what the user wrote.
 const LabelPodTemplateHash = "pod-template-hash"
 
-// annotationTemplateDigest holds, on a ReplicaSet in coalmine's cache only (SlimReplicaSet
-// puts it there; nothing writes it to the API), the TemplateDigest of the template the
-// cache dropped.
-const annotationTemplateDigest = "coalmine.dev/cached-template-digest"
-
 // annotationDeploymentRevision is the Deployment controller's revision of a ReplicaSet.
 const annotationDeploymentRevision = "deployment.kubernetes.io/revision"
 
@@ -42,18 +37,9 @@ func TemplateDigest(t *corev1.PodTemplateSpec) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// ReplicaSetDigest is the TemplateDigest of what rs runs: recorded by SlimReplicaSet on a
-// cached ReplicaSet, computed from its template otherwise.
-func ReplicaSetDigest(rs *appsv1.ReplicaSet) string {
-	if d, ok := rs.Annotations[annotationTemplateDigest]; ok {
-		return d
-	}
-	return TemplateDigest(&rs.Spec.Template)
-}
-
 // ReplicaSetRevision is coalmine's revision (v1beta1.TemplateRevision) of what rs runs.
 func ReplicaSetRevision(rs *appsv1.ReplicaSet) string {
-	return ReplicaSetDigest(rs)[:10]
+	return TemplateDigest(&rs.Spec.Template)[:10]
 }
 
 // SameTemplate reports whether ReplicaSet rs runs what a Deployment's template d asks
@@ -66,40 +52,7 @@ func ReplicaSetRevision(rs *appsv1.ReplicaSet) string {
 // from one apiserver and rarely differ so, and when they do a canary is analysed, which
 // is the safe side.
 func SameTemplate(rs *appsv1.ReplicaSet, d *corev1.PodTemplateSpec) bool {
-	return ReplicaSetDigest(rs) == TemplateDigest(d)
-}
-
-// SlimReplicaSet is the cache's transform of ReplicaSets. The loop reads of one only its
-// name, labels, owner, revision, replicas and selector, and what its template is
-// (SameTemplate, ReplicaSetRevision); the template is most of a ReplicaSet, and the cache
-// holds every ReplicaSet of the cluster (ten old ones per Deployment by default). So the
-// cached copy keeps the template's digest in its place (~4 KiB less per ReplicaSet in
-// make bench's heap profile), and of the annotations the revision only. Other objects
-// pass as they are; managedFields go as for every cached object.
-func SlimReplicaSet(obj any) (any, error) {
-	rs, ok := obj.(*appsv1.ReplicaSet)
-	if !ok {
-		return obj, nil
-	}
-	if _, done := rs.Annotations[annotationTemplateDigest]; done {
-		return rs, nil
-	}
-	annotations := map[string]string{annotationTemplateDigest: TemplateDigest(&rs.Spec.Template)}
-	if rev, ok := rs.Annotations[annotationDeploymentRevision]; ok {
-		annotations[annotationDeploymentRevision] = rev
-	}
-	return &appsv1.ReplicaSet{
-		TypeMeta: rs.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: rs.Name, Namespace: rs.Namespace, UID: rs.UID, ResourceVersion: rs.ResourceVersion,
-			Generation: rs.Generation, CreationTimestamp: rs.CreationTimestamp, DeletionTimestamp: rs.DeletionTimestamp,
-			Labels: rs.Labels, Annotations: annotations, OwnerReferences: rs.OwnerReferences,
-		},
-		Spec: appsv1.ReplicaSetSpec{
-			Replicas: rs.Spec.Replicas, MinReadySeconds: rs.Spec.MinReadySeconds, Selector: rs.Spec.Selector,
-		},
-		Status: rs.Status,
-	}, nil
+	return TemplateDigest(&rs.Spec.Template) == TemplateDigest(d)
 }
 
 // TemplateWithoutHash is rs's template as the Deployment wrote it: without
@@ -123,4 +76,12 @@ func labelsWithoutHash(labels map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// DeploymentRevision is the Deployment controller's revision of a Deployment or one of
+// its ReplicaSets (deployment.kubernetes.io/revision): on a ReplicaSet its number, on the
+// Deployment the number of the ReplicaSet of its template, as of the generation the
+// controller observed.
+func DeploymentRevision(o metav1.Object) string {
+	return o.GetAnnotations()[annotationDeploymentRevision]
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,7 +33,6 @@ import (
 	"github.com/coalmine-dev/coalmine/rollout/alerts"
 	"github.com/coalmine-dev/coalmine/rollout/analysis"
 	"github.com/coalmine-dev/coalmine/rollout/router"
-	"github.com/coalmine-dev/coalmine/rollout/workload"
 	"github.com/coalmine-dev/coalmine/webhook"
 	"github.com/coalmine-dev/coalmine/webview"
 )
@@ -103,11 +101,6 @@ func Run(ctx context.Context, o Options) error {
 			// Nothing coalmine does reads managedFields; they are often the largest part
 			// of a cached Deployment, Service or Canary.
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				// The cache holds every ReplicaSet of the cluster; the loop needs of each
-				// what its template is, not the template (workload.SlimReplicaSet).
-				&appsv1.ReplicaSet{}: {Transform: workload.SlimReplicaSet},
-			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{
 			// Every read comes from the cache. A pass must never act on a Canary or target
@@ -152,9 +145,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	rec := &rollout.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("coalmine"),
-		Clock:    clock.RealClock{},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("coalmine"),
+		Clock:     clock.RealClock{},
 		Analyzer: analysis.New(mgr.GetClient(), analysis.ProviderConfig{
 			Address:         o.MetricsServer,
 			CAFile:          o.MetricsServerCAFile,
