@@ -192,9 +192,10 @@ type env struct {
 	// rsReads counts the loop's reads of ReplicaSets (through APIReader; the cache holds
 	// none, so a read through Client fails the test).
 	rsReads int
-	// staleCanary, when set, is what the next read of the Canary returns: a cache that
-	// lags behind the API server.
+	// staleCanary, when set, is what the next staleReads (at least one) reads of the
+	// Canary return: a cache that lags behind the API server.
 	staleCanary *v1beta1.Canary
+	staleReads  int
 	// staleDeployments, by name, are what every read of those Deployments returns while
 	// set: a cache that still shows objects the API server no longer has.
 	staleDeployments map[string]*appsv1.Deployment
@@ -290,7 +291,9 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if stale, ok := obj.(*v1beta1.Canary); ok && e.staleCanary != nil {
 				e.staleCanary.DeepCopyInto(stale)
-				e.staleCanary = nil
+				if e.staleReads--; e.staleReads <= 0 {
+					e.staleCanary, e.staleReads = nil, 0
+				}
 				return nil
 			}
 			if d, ok := obj.(*appsv1.Deployment); ok && e.staleDeployments[key.Name] != nil {

@@ -753,10 +753,10 @@ func TestStaleCacheReadLeavesNoTrace(t *testing.T) {
 	}
 	notes := len(e.notes)
 
-	e.staleCanary = stale
+	e.staleCanary, e.staleReads = stale, 2
 	res := e.reconcileOnce()
-	if res.RequeueAfter != cacheLagRetry {
-		t.Errorf("requeue %s, want a quick retry once the cache caught up with our write", res.RequeueAfter)
+	if res.RequeueAfter != cacheLagSafetyNet {
+		t.Errorf("requeue %s, want the wait for our write's event, bounded by the safety net", res.RequeueAfter)
 	}
 	c := e.canary()
 	if c.Status.CanaryWeight != 10 || c.Status.Iterations != 1 || c.Status.FailedChecks != 0 {

@@ -416,10 +416,18 @@ func TestSafety05StaleReadAfterRollbackDoesNotResurrect(t *testing.T) {
 	}
 	notes, history, calls := len(e.notes), len(e.router.history), e.analyzer.calls
 
-	e.staleCanary = stale
-	if res := e.reconcileOnce(); res.RequeueAfter != cacheLagRetry {
-		t.Errorf("requeue %s, want the cache-lag retry", res.RequeueAfter)
+	// The cache lags on the pass's read and on its second look: it waits for the event of
+	// its own write (ownWriteArrived), with a safety net.
+	e.staleCanary, e.staleReads = stale, 2
+	if res := e.reconcileOnce(); res.RequeueAfter != cacheLagSafetyNet {
+		t.Errorf("requeue %s, want the cache-lag safety net", res.RequeueAfter)
 	}
+	if !e.r.memo.arrived(e.key, e.canary().ResourceVersion) {
+		t.Error("the update carrying the loop's own write would not start a pass")
+	}
+	// It lags on the first read only: the second look sees the write, the pass goes on.
+	e.staleCanary, e.staleReads = stale, 1
+	e.reconcileOnce()
 	if _, ok := e.deployment("alice-canary"); ok {
 		t.Error("the stale pass re-created the canary Deployment")
 	}

@@ -244,6 +244,36 @@ type writeMemo struct {
 	// retry of the same revision right after a rollback then took it for its canary and
 	// gave weight to pods being removed (found by make test in CI).
 	deleted map[types.NamespacedName]types.UID
+	// awaiting are the Canaries whose pass found the cache behind the loop's last write:
+	// the watch event that brings it is to start their next pass (ownWriteArrived).
+	awaiting map[types.NamespacedName]struct{}
+}
+
+// await asks for a pass when the cache receives the loop's last write of Canary key.
+func (m *writeMemo) await(key types.NamespacedName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.awaiting == nil {
+		m.awaiting = map[types.NamespacedName]struct{}{}
+	}
+	m.awaiting[key] = struct{}{}
+}
+
+// arrived reports whether a pass awaits Canary key and rv (now in the cache) is at least
+// the loop's last write of it; it ends the wait.
+func (m *writeMemo) arrived(key types.NamespacedName, rv string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.awaiting[key]; !ok {
+		return false
+	}
+	w, ok := m.rv[memoKey{memoCanary, key}]
+	r, err := strconv.ParseUint(rv, 10, 64)
+	if ok && err == nil && r < w {
+		return false
+	}
+	delete(m.awaiting, key)
+	return true
 }
 
 func (m *writeMemo) deletedCanary(key types.NamespacedName, uid types.UID) {
@@ -325,4 +355,5 @@ func (m *writeMemo) forget(key types.NamespacedName) {
 	delete(m.weights, key)
 	delete(m.rv, memoKey{memoCanary, key})
 	delete(m.deleted, key)
+	delete(m.awaiting, key)
 }

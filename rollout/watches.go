@@ -65,6 +65,20 @@ var canaryChanged = predicate.Funcs{
 	},
 }
 
+// ownWriteArrived passes the update that carries the loop's own Canary write a pass is
+// waiting for (Reconcile found the cache behind it): status-only, so canaryChanged drops it.
+func (r *Reconciler) ownWriteArrived() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			n := e.ObjectNew
+			return r.memo.arrived(types.NamespacedName{Namespace: n.GetNamespace(), Name: n.GetName()}, n.GetResourceVersion())
+		},
+	}
+}
+
 // routeDeleted passes only deletions of a route.
 var routeDeleted = predicate.Funcs{
 	CreateFunc:  func(event.CreateEvent) bool { return false },

@@ -189,3 +189,38 @@ func TestRouteEventsOnlyDeletion(t *testing.T) {
 		t.Error("a deleted route must start a pass to recreate it")
 	}
 }
+
+// TestOwnWriteArrivedPassesOnlyTheAwaitedWrite: the update that brings the loop's own
+// Canary write starts a pass only when one waits for it, and only once.
+func TestOwnWriteArrivedPassesOnlyTheAwaitedWrite(t *testing.T) {
+	key := types.NamespacedName{Namespace: ns, Name: "alice"}
+	update := func(rv string) event.UpdateEvent {
+		c := &v1beta1.Canary{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice", ResourceVersion: rv}}
+		return event.UpdateEvent{ObjectOld: c.DeepCopy(), ObjectNew: c}
+	}
+	r := &Reconciler{}
+	p := r.ownWriteArrived()
+	r.memo.wrote(memoCanary, key, "20")
+	if p.Update(update("20")) {
+		t.Error("passed an update no pass waits for")
+	}
+	r.memo.await(key)
+	tests := []struct {
+		name string
+		rv   string
+		want bool
+	}{
+		{"an older version", "19", false},
+		{"the awaited write", "20", true},
+		{"the same again, after the wait ended", "20", false},
+	}
+	for _, tt := range tests {
+		if got := p.Update(update(tt.rv)); got != tt.want {
+			t.Errorf("%s: passed %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	r.memo.await(key)
+	if !p.Update(update("25")) {
+		t.Error("a later version (a relist folding in the write) did not pass")
+	}
+}
