@@ -65,7 +65,7 @@ func (x *pass) convergeRoute(ctx context.Context, w int) error {
 	if err := x.router.SetWeights(ctx, x.rt, w); err != nil {
 		return fmt.Errorf("set canary weight %d: %w", w, err)
 	}
-	x.r.memo.setApplied(key, w)
+	x.r.memo.setApplied(key, appliedWeight{weight: w, stamp: x.stamp().Time, lag: x.r.Clock.Since(x.now)})
 	return nil
 }
 

@@ -50,6 +50,8 @@ type fakeRouter struct {
 	// that exist but are not coalmine's.
 	deleteErr error
 	foreign   map[string]bool
+	// onSet runs after each weight change (a slow control plane moves the clock).
+	onSet func()
 }
 
 func newFakeRouter() *fakeRouter {
@@ -71,6 +73,9 @@ func (f *fakeRouter) SetWeights(_ context.Context, t router.Target, w int) error
 	f.targets[routeKey(t)] = t
 	f.history = append(f.history, w)
 	f.writes++
+	if f.onSet != nil {
+		f.onSet()
+	}
 	return nil
 }
 

@@ -180,9 +180,7 @@ func (x *pass) observe(ctx context.Context) (observation, error) {
 			start = x.status.ProgressStartTime.Time
 		}
 		o.waitDeadline = start.Add(c.ProgressDeadline())
-		if x.status.LastStepTime != nil {
-			o.nextCheck = x.status.LastStepTime.Add(c.AnalysisInterval())
-		}
+		o.nextCheck = x.nextCheck()
 	case (o.phase == v1beta1.PhasePromoting || o.phase == v1beta1.PhaseFinalising) && o.live == o.canary:
 		rolled := x.target.Annotations[v1beta1.AnnotationStableRevision] == o.canary && !x.target.Spec.Paused
 		rd := workload.DeploymentReadiness(x.target, c.PrimaryReadyThreshold())

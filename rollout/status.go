@@ -238,7 +238,7 @@ type writeMemo struct {
 	// rv is the resourceVersion of the last write, by kind and key, kept as a number:
 	// less heap per canary than the text under a "kind/namespace/name" string key.
 	rv      map[memoKey]uint64
-	weights map[types.NamespacedName]int
+	weights map[types.NamespacedName]appliedWeight
 	// deleted is the UID of the canary Deployment each Canary's pass last deleted: the
 	// cache can go on showing it, ready, for a while (seconds on a loaded machine), and a
 	// retry of the same revision right after a rollback then took it for its canary and
@@ -332,20 +332,40 @@ func (m *writeMemo) behind(kind string, key types.NamespacedName, rv string) boo
 	return err == nil && r < w
 }
 
+// appliedWeight is the route weight this process last applied for a Canary, and when.
+type appliedWeight struct {
+	weight int
+	// stamp is the status stamp (whole seconds) of the pass that applied it, and lag how
+	// long after that pass's start the route took the weight (the status write first).
+	stamp time.Time
+	lag   time.Duration
+}
+
 func (m *writeMemo) applied(key types.NamespacedName) (int, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	w, ok := m.weights[key]
-	return w, ok
+	a, ok := m.weights[key]
+	return a.weight, ok
 }
 
-func (m *writeMemo) setApplied(key types.NamespacedName, w int) {
+// routeLag is how long after the step stamped at stamp the route took weight w, when
+// this process applied it in that step's pass; 0 otherwise.
+func (m *writeMemo) routeLag(key types.NamespacedName, w int, stamp time.Time) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a, ok := m.weights[key]; ok && a.weight == w && a.stamp.Equal(stamp) {
+		return a.lag
+	}
+	return 0
+}
+
+func (m *writeMemo) setApplied(key types.NamespacedName, a appliedWeight) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.weights == nil {
-		m.weights = map[types.NamespacedName]int{}
+		m.weights = map[types.NamespacedName]appliedWeight{}
 	}
-	m.weights[key] = w
+	m.weights[key] = a
 }
 
 // forget drops what the memo knows of a Canary (deleted, or its route gone).

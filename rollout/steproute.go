@@ -58,7 +58,7 @@ func (x *pass) stepOnRoute(ctx context.Context) error {
 		x.analyse(ctx)
 	default:
 		x.routeSynced()
-		x.requeueAfter(x.status.LastStepTime.Add(x.canary.AnalysisInterval()).Sub(x.now))
+		x.requeueAfter(x.nextCheck().Sub(x.now))
 	}
 	return nil
 }
@@ -92,4 +92,20 @@ func (x *pass) weightOnRoute(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("read route: %w", err)
 	}
 	return o.Found && o.Ours && o.Weight == w, nil
+}
+
+// nextCheck is when the interval at the current step ends: an interval after the step,
+// counted from when the route took the step's weight. The decision is recorded first and
+// the route written after it (converge), so under load the canary's traffic starts a
+// status write later than the step's stamp; a check at the stamp plus the interval then
+// found no canary series yet in the first step (make bench, N=50 and 200). The lag is
+// known to the process that wrote the route; another process counts from the stamp.
+// Zero before the first step: it is due at once.
+func (x *pass) nextCheck() time.Time {
+	step := x.status.LastStepTime
+	if step == nil {
+		return time.Time{}
+	}
+	lag := x.r.memo.routeLag(canaryKey(x.canary), x.desiredWeight(), step.Time)
+	return step.Add(x.canary.AnalysisInterval() + lag)
 }
