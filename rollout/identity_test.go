@@ -2,12 +2,14 @@ package rollout
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/analysis"
 )
 
 // driftStable records a stable revision the live template no longer hashes to, as a
@@ -137,5 +139,42 @@ func TestRolloutReadsNoReplicaSet(t *testing.T) {
 	e.settle()
 	if ev := e.eventsWith(ReasonRestamped); len(ev) != 1 || !strings.Contains(ev[0], old) || !strings.Contains(ev[0], "deployment revision 2") {
 		t.Errorf("Restamped events %v", ev)
+	}
+}
+
+// TestFailedRevisionRecordsTheStableNumberOnce: a Failed Canary with no number recorded
+// (a status from an older coalmine) reads ReplicaSets once, keeps the stable one's
+// number, and reads no more; a target unpaused at the failed revision and rolled by hand
+// never gives the stable revision its number.
+func TestFailedRevisionRecordsTheStableNumberOnce(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.settle()
+	e.analyzer.fail = func(int) []analysis.Result { return failingSuccessRate() }
+	e.ship("alice:bad")
+	e.runUntil("Failed", phaseIs(v1beta1.PhaseFailed))
+	c := e.canary()
+	c.Status.StableDeploymentRevision = ""
+	if err := e.base.Status().Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	reads := e.rsReads
+	e.updateTarget(func(d *appsv1.Deployment) { d.Labels = map[string]string{"poke": "1"} })
+	e.settle()
+	if got := e.canary().Status.StableDeploymentRevision; got != "1" || e.rsReads != reads+1 {
+		t.Fatalf("number %q after %d reads, want 1 after one", got, e.rsReads-reads)
+	}
+	for i := range 3 {
+		e.updateTarget(func(d *appsv1.Deployment) { d.Labels["poke"] = strconv.Itoa(i + 2) })
+		e.settle()
+	}
+	if e.rsReads != reads+1 {
+		t.Errorf("%d more reads once the number was kept", e.rsReads-reads-1)
+	}
+
+	e.updateTarget(func(d *appsv1.Deployment) { d.Spec.Paused = false })
+	e.kube() // the controller rolls the failed revision (revision 2) before the loop re-pauses it
+	e.reconcileOnce()
+	if got := e.canary().Status.StableDeploymentRevision; got != "1" {
+		t.Errorf("number %q after the failed revision rolled by hand, want the stable one's, 1", got)
 	}
 }

@@ -29,14 +29,22 @@ func (x *pass) initialize() {
 	x.requeueAfter(0)
 }
 
-// idle is a steady phase with the stable revision live. The user's own pause is what the
-// target says now: no revision is held, so a pause is not coalmine's.
+// idle is a steady phase with the stable revision live, or Failed with the failed one
+// held. The user's own pause is what the target says now: no revision is held, so a pause
+// is not coalmine's.
 func (x *pass) idle() {
 	x.status.StableRevision = x.stableRevision()
-	if rev := rolledRevision(x.target); rev != "" {
+	switch rev := rolledRevision(x.target); {
+	case rev != "" && x.revision() == x.status.StableRevision:
 		// The stable template's ReplicaSet as the controller numbers it now (it renumbers
-		// an old one it rolls back to); stableUnderAnotherHash compares with it.
+		// an old one it rolls back to); stableUnderAnotherHash compares with it. Only
+		// with the stable template live: the number is then its ReplicaSet's.
 		x.status.StableDeploymentRevision = rev
+	case x.status.StableDeploymentRevision == "" && x.serving.deploymentRevision != "" && x.serving.revision == x.status.StableRevision:
+		// No number recorded (a re-created target, a supersede, an older status) and the
+		// pass read the ReplicaSet that runs the stable revision: keep its number, so the
+		// next passes need not read again.
+		x.status.StableDeploymentRevision = x.serving.deploymentRevision
 	}
 	if own := x.status.Ownership; own != nil && x.status.Phase != v1beta1.PhaseFailed && !x.heldByCoalmine() {
 		own.UserPaused = x.target.Spec.Paused
