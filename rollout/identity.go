@@ -81,7 +81,12 @@ func (x *pass) initialServing(ctx context.Context) (servingRS, error) {
 		live.deploymentRevision = ""
 		return live, err
 	}
-	return servingRS{revision: workload.ReplicaSetRevision(rs), deploymentRevision: workload.DeploymentRevision(rs), name: rs.Name}, nil
+	return servingOf(rs), nil
+}
+
+// servingOf is what a ReplicaSet read from the API server says about itself.
+func servingOf(rs *appsv1.ReplicaSet) servingRS {
+	return servingRS{revision: workload.ReplicaSetRevision(rs), deploymentRevision: workload.DeploymentRevision(rs), name: rs.Name}
 }
 
 // stableUnderAnotherHash reports whether the live template, whose hash differs from the
@@ -106,8 +111,7 @@ func (x *pass) stableUnderAnotherHash(ctx context.Context) (bool, servingRS, err
 	if err != nil || rs == nil {
 		return false, servingRS{}, err
 	}
-	s := servingRS{revision: workload.ReplicaSetRevision(rs), deploymentRevision: workload.DeploymentRevision(rs), name: rs.Name}
-	return workload.SameTemplate(rs, &d.Spec.Template), s, nil
+	return workload.SameTemplate(rs, &d.Spec.Template), servingOf(rs), nil
 }
 
 // rolledRevision is the deployment revision of a target that has just rolled its template
