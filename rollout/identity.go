@@ -20,8 +20,9 @@ import (
 // deployment.kubernetes.io/revision annotation numbers the ReplicaSet of the template, and
 // status.updatedReplicas says how many replicas run it, both as of
 // status.observedGeneration. The loop reads that. It reads ReplicaSets, past the cache,
-// only where the Deployment cannot tell (liveIdentity): a generation the controller has
-// not observed and no webhook verdict, no replicas wanted, no number recorded.
+// only where the Deployment cannot tell (initialServing, stableUnderAnotherHash): a
+// generation the controller has not observed and no webhook verdict, no replicas wanted,
+// no number recorded, a paused Deployment not fully on its template at initialization.
 
 // servingRS is what the pass learnt about the ReplicaSet that runs the stable revision.
 type servingRS struct {
@@ -57,13 +58,6 @@ func (x *pass) stableRevision() string {
 // its revision annotation and status describe the template as it is.
 func observedNow(d *appsv1.Deployment) bool { return d.Status.ObservedGeneration >= d.Generation }
 
-func desiredReplicas(d *appsv1.Deployment) int32 {
-	if d.Spec.Replicas == nil {
-		return 1
-	}
-	return *d.Spec.Replicas
-}
-
 // initialServing finds what serves when a Canary initialises: the stable revision is
 // what runs, not what the template asks for, so a Deployment the user paused with a
 // change that never rolled has that change analysed. The Deployment answers when the
@@ -73,7 +67,7 @@ func desiredReplicas(d *appsv1.Deployment) int32 {
 func (x *pass) initialServing(ctx context.Context) (servingRS, error) {
 	d := x.target
 	live := servingRS{revision: x.revision(), deploymentRevision: workload.DeploymentRevision(d)}
-	if observedNow(d) && (!d.Spec.Paused || (desiredReplicas(d) > 0 && d.Status.UpdatedReplicas >= desiredReplicas(d))) {
+	if observedNow(d) && (!d.Spec.Paused || (workload.DesiredReplicas(d) > 0 && d.Status.UpdatedReplicas >= workload.DesiredReplicas(d))) {
 		return live, nil
 	}
 	rs, err := x.readReplicaSet(ctx, "")
@@ -99,7 +93,7 @@ func (x *pass) stableUnderAnotherHash(ctx context.Context) (bool, servingRS, err
 	d := x.target
 	rec := x.status.StableDeploymentRevision
 	switch {
-	case observedNow(d) && rec != "" && desiredReplicas(d) > 0:
+	case observedNow(d) && rec != "" && workload.DesiredReplicas(d) > 0:
 		same := workload.DeploymentRevision(d) == rec && d.Status.UpdatedReplicas > 0
 		return same, servingRS{revision: x.revision(), deploymentRevision: rec}, nil
 	case !observedNow(d) && d.Annotations[v1beta1.AnnotationRevision] == x.revision():
@@ -117,7 +111,7 @@ func (x *pass) stableUnderAnotherHash(ctx context.Context) (bool, servingRS, err
 // rolledRevision is the deployment revision of a target that has just rolled its template
 // (a promotion's end, a steady pass): "" unless the controller shows it running it.
 func rolledRevision(d *appsv1.Deployment) string {
-	if !observedNow(d) || d.Spec.Paused || d.Status.UpdatedReplicas < desiredReplicas(d) {
+	if !observedNow(d) || d.Spec.Paused || d.Status.UpdatedReplicas < workload.DesiredReplicas(d) {
 		return ""
 	}
 	return workload.DeploymentRevision(d)

@@ -32,10 +32,7 @@ func DeploymentReadiness(d *appsv1.Deployment, thresholdPercent int) Readiness {
 			return Readiness{Failed: true, Message: fmt.Sprintf("deployment %s exceeded its progress deadline: %s", d.Name, c.Message)}
 		}
 	}
-	desired := int32(1)
-	if d.Spec.Replicas != nil {
-		desired = *d.Spec.Replicas
-	}
+	desired := DesiredReplicas(d)
 	if st.UpdatedReplicas < desired {
 		return Readiness{Message: fmt.Sprintf("waiting for deployment %s: %d of %d replicas updated", d.Name, st.UpdatedReplicas, desired)}
 	}
@@ -65,4 +62,12 @@ func progressDeadlineExceeded(d *appsv1.Deployment) bool {
 
 func isDeadlineExceeded(c appsv1.DeploymentCondition) bool {
 	return c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded"
+}
+
+// DesiredReplicas is spec.replicas of d, with the API server's default of 1 when unset.
+func DesiredReplicas(d *appsv1.Deployment) int32 {
+	if d.Spec.Replicas == nil {
+		return 1
+	}
+	return *d.Spec.Replicas
 }
