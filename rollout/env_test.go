@@ -201,6 +201,8 @@ type env struct {
 	// Canary return: a cache that lags behind the API server.
 	staleCanary *v1beta1.Canary
 	staleReads  int
+	// afterStaleReads, when set, runs once the last of the staleReads was served.
+	afterStaleReads func()
 	// staleDeployments, by name, are what every read of those Deployments returns while
 	// set: a cache that still shows objects the API server no longer has.
 	staleDeployments map[string]*appsv1.Deployment
@@ -298,6 +300,10 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 				e.staleCanary.DeepCopyInto(stale)
 				if e.staleReads--; e.staleReads <= 0 {
 					e.staleCanary, e.staleReads = nil, 0
+					if f := e.afterStaleReads; f != nil {
+						e.afterStaleReads = nil
+						f()
+					}
 				}
 				return nil
 			}
@@ -352,6 +358,9 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		Clock:     e.clock,
 		Analyzer:  e.analyzer,
 		Routers:   map[string]router.Router{v1beta1.RouteKindTrafficRoute: e.router},
+		// No watch event brings a write here: a pass waiting for one gives up at once,
+		// unless a test delivers it (afterStaleReads).
+		ownWriteWait: time.Millisecond,
 	}
 	e.key = types.NamespacedName{Namespace: ns, Name: "alice"}
 	return e
@@ -528,10 +537,17 @@ func servingReplicaSet(d *appsv1.Deployment) *appsv1.ReplicaSet {
 
 func (e *env) reconcileOnce() ctrl.Result {
 	e.t.Helper()
+	return e.reconcileWithin(context.Background())
+}
+
+// reconcileWithin is reconcileOnce with the pass's context: a test bounds a pass that
+// waits.
+func (e *env) reconcileWithin(ctx context.Context) ctrl.Result {
+	e.t.Helper()
 	e.kube()
 	e.inReconcile = true
 	routerBefore := e.router.writes
-	res, err := e.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: e.key})
+	res, err := e.r.Reconcile(ctx, reconcile.Request{NamespacedName: e.key})
 	e.writes += e.router.writes - routerBefore
 	e.inReconcile = false
 	e.drainEvents()

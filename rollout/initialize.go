@@ -23,9 +23,10 @@ func (x *pass) initialize() {
 	x.status.StableDeploymentRevision = x.serving.deploymentRevision
 	x.status.CanaryWeight = 0
 	x.transition(v1beta1.PhaseInitialized, fmt.Sprintf("stable revision %s serves all traffic", stable))
+	route := x.ownedRoute()
 	x.event(corev1.EventTypeNormal, ReasonInitialized, "Initialize",
-		"Initialized: Services %s, %s and %s, all traffic to %s, stable revision %s",
-		x.rt.Apex, x.rt.Primary, x.rt.Canary, x.rt.Primary, stable)
+		"Initialized: guarding Deployment %s through %s; Services %s, %s and %s, all traffic to %s, stable revision %s",
+		x.target.Name, route.Kind+" "+route.Name, x.rt.Apex, x.rt.Primary, x.rt.Canary, x.rt.Primary, stable)
 	x.requeueAfter(0)
 }
 

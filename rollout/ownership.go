@@ -106,7 +106,12 @@ func (x *pass) acquireTarget(ctx context.Context) (bool, error) {
 		UserPaused: x.target.Spec.Paused && x.target.Labels[v1beta1.LabelManaged] != "true",
 		Route:      &route,
 	}
-	x.event(corev1.EventTypeNormal, ReasonAcquired, "Acquire", "Guarding Deployment %s through %s %s", x.target.Name, route.Kind, route.Name)
+	if x.status.Phase != v1beta1.PhaseInitializing {
+		// A Canary past initialization (a status from before ownership was recorded):
+		// say so. A new one says it in its Initialized event; client-go keeps every event
+		// for minutes, and one more per Canary was ~1.5 KiB of heap each (make bench).
+		x.event(corev1.EventTypeNormal, ReasonAcquired, "Acquire", "Guarding Deployment %s through %s %s", x.target.Name, route.Kind, route.Name)
+	}
 	x.setReady()
 	if err := x.writeStatus(ctx); err != nil {
 		return false, err

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -80,6 +81,8 @@ type Reconciler struct {
 	cachedRoutes map[string]bool
 	// memo remembers the loop's own writes, so no pass acts on a cache behind them.
 	memo writeMemo
+	// ownWriteWait overrides the constant of that name (tests: the wait is in real time).
+	ownWriteWait time.Duration
 }
 
 // SetupWithManager registers the reconciler and its watches: Canaries; Deployments (a
@@ -162,20 +165,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 	}
 	if r.memo.behind(memoCanary, req.NamespacedName, c.ResourceVersion) {
 		// The cache has not caught up with this loop's last write of the Canary: acting on
-		// the older status could undo a decision (a rollback resurrected as a canary). The
-		// write's own watch event starts the next pass (ownWriteArrived). Retrying on a
-		// timer instead was a fifth of all passes at N=200 in make bench. The informer
-		// stores an object before it hands out its event, so one more read after asking
-		// for the event misses nothing: either it sees the write, or the event is to come.
-		r.memo.await(req.NamespacedName)
-		if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
-			return ctrl.Result{}, fmt.Errorf("get canary: %w", err)
+		// the older status could undo a decision (a rollback resurrected as a canary).
+		caught, err := r.awaitOwnWrite(ctx, req.NamespacedName, c)
+		if err != nil {
+			return ctrl.Result{}, err
 		}
-		if r.memo.behind(memoCanary, req.NamespacedName, c.ResourceVersion) {
-			logger.V(1).Info("cache behind our last write, waiting for it", "resourceVersion", c.ResourceVersion)
+		if !caught {
+			logger.V(1).Info("cache behind our last write, waiting for its event", "resourceVersion", c.ResourceVersion)
 			return ctrl.Result{RequeueAfter: cacheLagSafetyNet}, nil
 		}
-		r.memo.arrived(req.NamespacedName, c.ResourceVersion)
 	}
 	x := r.newPass(c)
 	ctx = log.IntoContext(ctx, logger.WithValues("phase", c.Status.Phase))
@@ -223,9 +221,53 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 // Deployment (or lost a conflict) runs again: the cache catches up within milliseconds.
 const cacheLagRetry = 250 * time.Millisecond
 
+// awaitOwnWrite reads Canary key into c again until the cache holds the loop's last write
+// of it, waiting at most ownWriteWait for the write's watch event. The pass that found the
+// cache behind goes on once it is there: returning and waiting for the event to start
+// another pass was a quarter of all passes at N=200 in make bench, and retrying on a timer
+// before that a fifth. The informer stores an object before it hands out its event, so the
+// read after asking for the event misses nothing: either it sees the write, or the event
+// is to come. False: still behind; the event starts the next pass.
+func (r *Reconciler) awaitOwnWrite(ctx context.Context, key types.NamespacedName, c *v1beta1.Canary) (bool, error) {
+	fresh := func() bool { return !r.memo.behind(memoCanary, key, c.ResourceVersion) }
+	arrived := r.memo.await(key)
+	if err := r.Client.Get(ctx, key, c); err != nil {
+		r.memo.release(key, false)
+		return false, fmt.Errorf("get canary: %w", err)
+	}
+	if fresh() {
+		r.memo.release(key, false)
+		return true, nil
+	}
+	wait := r.ownWriteWait
+	if wait <= 0 {
+		wait = ownWriteWait
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-arrived:
+	case <-t.C:
+		if !r.memo.release(key, true) {
+			return false, nil
+		}
+	case <-ctx.Done():
+		r.memo.release(key, true)
+		return false, ctx.Err()
+	}
+	if err := r.Client.Get(ctx, key, c); err != nil {
+		return false, fmt.Errorf("get canary: %w", err)
+	}
+	return fresh(), nil
+}
+
+// ownWriteWait bounds how long a pass holds its worker waiting for the cache to receive
+// the loop's own Canary write; the write's event normally follows within milliseconds.
+const ownWriteWait = time.Second
+
 // cacheLagSafetyNet bounds the wait for the watch event of the loop's own Canary write
-// (ownWriteArrived) should it never pass: a relist that folds it into a later version
-// still passes, so this only guards against the unforeseen.
+// (ownWriteArrived) once a pass has stopped waiting for it: a relist that folds it into a
+// later version still passes, so this only guards against the unforeseen.
 const cacheLagSafetyNet = 5 * time.Second
 
 // routeKind is the Canary's coalmine.dev/route-kind annotation, else the default.

@@ -244,35 +244,70 @@ type writeMemo struct {
 	// retry of the same revision right after a rollback then took it for its canary and
 	// gave weight to pods being removed (found by make test in CI).
 	deleted map[types.NamespacedName]types.UID
-	// awaiting are the Canaries whose pass found the cache behind the loop's last write:
-	// the watch event that brings it is to start their next pass (ownWriteArrived).
-	awaiting map[types.NamespacedName]struct{}
+	// awaiting are the Canaries whose pass found the cache behind the loop's last write
+	// (ownWrite).
+	awaiting map[types.NamespacedName]*ownWrite
 }
 
-// await asks for a pass when the cache receives the loop's last write of Canary key.
-func (m *writeMemo) await(key types.NamespacedName) {
+// ownWrite is a pass's wait for the cache to receive the loop's last write of a Canary.
+// While the pass blocks on it, the write's watch event wakes it (arrived closes ch);
+// once the pass has given up, the event starts the next pass instead (ownWriteArrived).
+type ownWrite struct {
+	ch      chan struct{}
+	blocked bool
+}
+
+// await starts a blocking wait for the loop's last write of Canary key to reach the cache.
+// The caller ends it with release.
+func (m *writeMemo) await(key types.NamespacedName) <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.awaiting == nil {
-		m.awaiting = map[types.NamespacedName]struct{}{}
+		m.awaiting = map[types.NamespacedName]*ownWrite{}
 	}
-	m.awaiting[key] = struct{}{}
+	w := &ownWrite{ch: make(chan struct{}), blocked: true}
+	m.awaiting[key] = w
+	return w.ch
 }
 
-// arrived reports whether a pass awaits Canary key and rv (now in the cache) is at least
-// the loop's last write of it; it ends the wait.
+// release ends a pass's blocking wait for Canary key. It reports whether the write arrived
+// meanwhile. If not, and passOnArrival is set, the write's event starts a pass when it
+// comes; otherwise the wait is forgotten.
+func (m *writeMemo) release(key types.NamespacedName, passOnArrival bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, ok := m.awaiting[key]
+	if !ok {
+		return true
+	}
+	if passOnArrival {
+		w.blocked = false
+	} else {
+		delete(m.awaiting, key)
+	}
+	return false
+}
+
+// arrived is told that the cache now holds rv of Canary key. When that is at least the
+// loop's last write of it, the wait ends: a blocked pass is woken (false: it goes on
+// itself), and true asks for a pass when none blocks any more.
 func (m *writeMemo) arrived(key types.NamespacedName, rv string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.awaiting[key]; !ok {
+	w, ok := m.awaiting[key]
+	if !ok {
 		return false
 	}
-	w, ok := m.rv[memoKey{memoCanary, key}]
+	last, ok := m.rv[memoKey{memoCanary, key}]
 	r, err := strconv.ParseUint(rv, 10, 64)
-	if ok && err == nil && r < w {
+	if ok && err == nil && r < last {
 		return false
 	}
 	delete(m.awaiting, key)
+	if w.blocked {
+		close(w.ch)
+		return false
+	}
 	return true
 }
 

@@ -191,12 +191,21 @@ func TestRouteEventsOnlyDeletion(t *testing.T) {
 }
 
 // TestOwnWriteArrivedPassesOnlyTheAwaitedWrite: the update that brings the loop's own
-// Canary write starts a pass only when one waits for it, and only once.
+// Canary write wakes the pass blocked on it, or starts a pass once that pass has given up;
+// only once, and only for that write or a later version.
 func TestOwnWriteArrivedPassesOnlyTheAwaitedWrite(t *testing.T) {
 	key := types.NamespacedName{Namespace: ns, Name: "alice"}
 	update := func(rv string) event.UpdateEvent {
 		c := &v1beta1.Canary{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice", ResourceVersion: rv}}
 		return event.UpdateEvent{ObjectOld: c.DeepCopy(), ObjectNew: c}
+	}
+	woken := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
 	}
 	r := &Reconciler{}
 	p := r.ownWriteArrived()
@@ -204,7 +213,24 @@ func TestOwnWriteArrivedPassesOnlyTheAwaitedWrite(t *testing.T) {
 	if p.Update(update("20")) {
 		t.Error("passed an update no pass waits for")
 	}
+
+	// A pass blocks on the write: the write wakes it and starts no other pass.
+	ch := r.memo.await(key)
+	if p.Update(update("19")) || woken(ch) {
+		t.Error("an older version passed or woke the waiting pass")
+	}
+	if p.Update(update("20")) || !woken(ch) {
+		t.Error("the awaited write started a pass, or did not wake the one waiting for it")
+	}
+	if !r.memo.release(key, true) {
+		t.Error("release after the wake-up says the write did not arrive")
+	}
+
+	// The pass gave up waiting: the write starts the next pass, once.
 	r.memo.await(key)
+	if r.memo.release(key, true) {
+		t.Error("release says the write arrived before it did")
+	}
 	tests := []struct {
 		name string
 		rv   string
@@ -220,7 +246,15 @@ func TestOwnWriteArrivedPassesOnlyTheAwaitedWrite(t *testing.T) {
 		}
 	}
 	r.memo.await(key)
+	r.memo.release(key, true)
 	if !p.Update(update("25")) {
 		t.Error("a later version (a relist folding in the write) did not pass")
+	}
+
+	// The pass found the write at its second look: nothing waits any more.
+	r.memo.await(key)
+	r.memo.release(key, false)
+	if p.Update(update("20")) {
+		t.Error("passed a write no pass waits for any more")
 	}
 }
