@@ -271,6 +271,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		}
 	}
 	mem2 := measureMemory()
+	saveHeapProfile(fmt.Sprintf("heap-rollout-n%d.pprof", n))
 
 	// Requests about the app namespace are coalmine's per-canary work; the rest of the
 	// process-wide tally (leases, cluster-wide watches) is reported apart.

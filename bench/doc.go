@@ -10,8 +10,9 @@
 //	COALMINE_BENCH_MAX          largest N of BenchmarkConcurrentCanaries (default 200; 1000 adds N=1000)
 //	COALMINE_BENCH_SIZES        the N to run, comma-separated (say 1,1000), instead
 //	COALMINE_BENCH_APPLIES      applies of each kind per op of BenchmarkApplyOverhead (default 200)
-//	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profile
-//	                            after initialization there, for go tool pprof
+//	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profiles
+//	                            after initialization and after the rollouts there, for
+//	                            go tool pprof
 //	COALMINE_BENCH_PEER         run BenchmarkPeer (make bench-peer sets it): Flagger v1.36.1
 //	                            and coalmine on the same N apps and Canary, side by side;
 //	                            its N come from COALMINE_BENCH_SIZES (default 1,50,200)
