@@ -25,8 +25,10 @@ import (
 )
 
 // DefaultMaxSamples bounds the history of one Canary. A sample is taken when its status
-// changes, about 20 per rollout of the seed's Canary, so this is dozens of rollouts.
-const DefaultMaxSamples = 1000
+// changes, about 15-20 per rollout of the seed's Canary, so this is the last ten rollouts
+// or so. A sample of the seed's Canary holds ~0.5 KiB, so a Canary's history stays under
+// ~100 KiB; at 1000 samples it reached ~0.5 MiB, half a GiB for a thousand Canaries.
+const DefaultMaxSamples = 200
 
 // Sample is one Canary's status at one moment, as the cache delivered it.
 type Sample struct {
@@ -194,6 +196,11 @@ func (w *Watcher) Observe(c *v1beta1.Canary) {
 	// A Canary the loop has not written yet has no phase: nothing to show.
 	if k := s.key(); k != r.key && s.Phase != "" {
 		r.key = k
+		var prev Sample
+		if n := len(r.samples); n > 0 {
+			prev = r.samples[n-1]
+		}
+		s.shareStrings(&prev)
 		r.samples = append(r.samples, s)
 		if over := len(r.samples) - w.max; over > 0 {
 			r.samples = slices.Delete(r.samples, 0, over)
@@ -274,6 +281,51 @@ func sampleOf(c *v1beta1.Canary, now time.Time) Sample {
 		s.Metrics = append(s.Metrics, mv)
 	}
 	return s
+}
+
+// shareStrings makes s use the strings it repeats from prev, the sample before it, and
+// the API's constants for phases and outcomes. The strings sampleOf takes are the cached
+// Canary's, one allocation each, and the cache drops that Canary at its next update: a
+// history of samples each holding its own copies of the same phase, revision, metric
+// names and messages took ~15% more heap (0.59 against 0.51 KiB a sample).
+func (s *Sample) shareStrings(prev *Sample) {
+	s.Phase = shared(s.Phase, prev.Phase)
+	s.Revision = shared(s.Revision, prev.Revision)
+	s.Message = shared(s.Message, prev.Message)
+	for i := range s.Metrics {
+		m := &s.Metrics[i]
+		if i < len(prev.Metrics) {
+			p := &prev.Metrics[i]
+			m.Name, m.Message = shared(m.Name, p.Name), shared(m.Message, p.Message)
+		}
+		m.Outcome = shared(m.Outcome, "")
+	}
+}
+
+// constants are the phases and outcomes as the API package spells them.
+var constants = func() map[string]string {
+	m := map[string]string{}
+	for _, p := range []v1beta1.CanaryPhase{v1beta1.PhaseInitializing, v1beta1.PhaseInitialized, v1beta1.PhaseWaiting,
+		v1beta1.PhaseProgressing, v1beta1.PhaseWaitingPromotion, v1beta1.PhasePromoting, v1beta1.PhaseFinalising,
+		v1beta1.PhaseSucceeded, v1beta1.PhaseFailed, v1beta1.PhaseTerminating} {
+		m[string(p)] = string(p)
+	}
+	for _, o := range []v1beta1.MetricOutcome{v1beta1.MetricPassed, v1beta1.MetricFailed, v1beta1.MetricNoData,
+		v1beta1.MetricError, v1beta1.MetricSkipped} {
+		m[string(o)] = string(o)
+	}
+	return m
+}()
+
+// shared is v as a constant, or as prev when they are equal, or v.
+func shared(v, prev string) string {
+	if c, ok := constants[v]; ok {
+		return c
+	}
+	if v == prev {
+		return prev
+	}
+	return v
 }
 
 // key is a hash of everything a sample shows but its time.

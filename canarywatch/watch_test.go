@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -88,6 +89,48 @@ func TestHistoryTakesASampleWhenTheStatusChanges(t *testing.T) {
 	w.Forget("apps", "history")
 	if _, ok := w.History("apps", "history"); ok {
 		t.Error("a forgotten Canary still has a history")
+	}
+}
+
+// TestSamplesShareRepeatedStrings: a sample keeps no copy of a string the sample before it
+// already holds, and phases and outcomes are the API's constants, so a history does not
+// keep every cached Canary's strings alive.
+func TestSamplesShareRepeatedStrings(t *testing.T) {
+	clk := newClock()
+	w := New(&informertest.FakeInformers{}, Options{Now: clk.now})
+	// Each Canary with strings of its own, as decoding them from the API gives.
+	canary := func(weight int) *v1beta1.Canary {
+		c := seedCanary("sharing")
+		c.Status.Phase = v1beta1.CanaryPhase(strings.Clone("Progressing"))
+		c.Status.CanaryWeight = weight
+		c.Status.CanaryRevision = strings.Clone("8548ea2de7")
+		c.Status.Message = strings.Clone("analysing revision 8548ea2de7")
+		c.Status.Metrics = []v1beta1.MetricStatus{{Name: strings.Clone(v1beta1.MetricRequestSuccessRate), Value: "100",
+			Outcome: v1beta1.MetricOutcome(strings.Clone("Passed")), Message: strings.Clone("within range")}}
+		return c
+	}
+	w.Observe(canary(10))
+	w.Observe(canary(20))
+	h, _ := w.History("apps", "sharing")
+	if len(h.Samples) != 2 {
+		t.Fatalf("%d samples, want 2", len(h.Samples))
+	}
+	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+	a, b := h.Samples[0], h.Samples[1]
+	for _, p := range []struct{ name, first, second string }{
+		{"revision", a.Revision, b.Revision},
+		{"message", a.Message, b.Message},
+		{"metric name", a.Metrics[0].Name, b.Metrics[0].Name},
+		{"metric message", a.Metrics[0].Message, b.Metrics[0].Message},
+	} {
+		if !same(p.first, p.second) {
+			t.Errorf("the second sample holds its own copy of the %s %q", p.name, p.second)
+		}
+	}
+	for _, s := range h.Samples {
+		if !same(s.Phase, string(v1beta1.PhaseProgressing)) || !same(s.Metrics[0].Outcome, string(v1beta1.MetricPassed)) {
+			t.Errorf("sample at weight %d: phase %q or outcome %q is not the API's constant", s.Weight, s.Phase, s.Metrics[0].Outcome)
+		}
 	}
 }
 
