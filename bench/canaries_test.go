@@ -256,7 +256,10 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		processRoll = addTally(processRoll, diff.tally("*"))
 		promQueries += promAfter[ns] - promBefore[ns]
 		promMicros += e.prom.micros()[ns] - promMicros0
-		statusMillis = diff.meanMillis(ns, "patch", "canaries/status") // merge patch since the safety work
+		// A merge patch since the safety work; an update before it (make bench before/after).
+		if statusMillis = diff.meanMillis(ns, "patch", "canaries/status"); statusMillis < 0 {
+			statusMillis = diff.meanMillis(ns, "update", "canaries/status")
+		}
 		routeMillis = diff.meanMillis(ns, "patch", "trafficroutes")
 
 		list = v1beta1.CanaryList{}
@@ -488,7 +491,7 @@ func printCanaryTable(e *env) {
 		if r.note != "" {
 			continue
 		}
-		fmt.Fprintf(&s, "N=%d: mean answer times: Prometheus query %.0f ms, Canary status patch %.0f ms, route apply %.0f ms\n", r.n, r.promMillis, r.statusMillis, r.routeMillis)
+		fmt.Fprintf(&s, "N=%d: mean answer times: Prometheus query %.0f ms, Canary status write %.0f ms, route apply %.0f ms\n", r.n, r.promMillis, r.statusMillis, r.routeMillis)
 		fmt.Fprintf(&s, "N=%d: initialized in %.1fs (%.1f non-event writes per canary), rollout wall %.1fs, longest waits for the cluster: canary ready %.1fs, target rolled %.1fs; %d failed, %d failed checks, heap after the rollout +%.1f KiB/canary, conflicts %.2f/rollout; loop: %s; writes: %s\n",
 			r.n, r.initTime.Seconds(), r.initWrites, r.wall.Seconds(), r.readyWait.Seconds(), r.promoteWait.Seconds(), r.failed, r.failedChecks, r.heapAfterPerCanary,
 			float64(r.api.conflicts)/float64(r.n), r.loop, formatBy(r.api.by, float64(r.n), nonEventWrites))
