@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -107,7 +108,10 @@ func (x *pass) convergeCanary(ctx context.Context) error {
 //   - steady: a pause coalmine made for a revision that is no longer live is released;
 //     the user's own pause is left alone.
 func (x *pass) convergeTarget(ctx context.Context) error {
-	d := x.target.DeepCopy()
+	// The marks are worked out on copies of the maps only: most passes change nothing,
+	// and a deep copy of the Deployment on every pass was garbage for nothing.
+	d := &appsv1.Deployment{ObjectMeta: x.target.ObjectMeta, Spec: appsv1.DeploymentSpec{Paused: x.target.Spec.Paused}}
+	d.Labels, d.Annotations = maps.Clone(x.target.Labels), maps.Clone(x.target.Annotations)
 	live := x.revision()
 	stable := x.stableRevision()
 	setManaged(d)
@@ -137,15 +141,18 @@ func (x *pass) convergeTarget(ctx context.Context) error {
 		}
 	}
 	setAnnotation(d, v1beta1.AnnotationStableRevision, stable)
-	return x.writeTarget(ctx, d)
+	return x.writeTarget(ctx, d.Labels, d.Annotations, d.Spec.Paused)
 }
 
-// writeTarget updates the target when d differs from it, and remembers the write.
-func (x *pass) writeTarget(ctx context.Context, d *appsv1.Deployment) error {
-	if d.Spec.Paused == x.target.Spec.Paused && equality.Semantic.DeepEqual(d.Labels, x.target.Labels) &&
-		equality.Semantic.DeepEqual(d.Annotations, x.target.Annotations) {
+// writeTarget updates the target when its labels, annotations or pause differ from these,
+// and remembers the write.
+func (x *pass) writeTarget(ctx context.Context, labels, annotations map[string]string, paused bool) error {
+	if paused == x.target.Spec.Paused && equality.Semantic.DeepEqual(labels, x.target.Labels) &&
+		equality.Semantic.DeepEqual(annotations, x.target.Annotations) {
 		return nil
 	}
+	d := x.target.DeepCopy()
+	d.Labels, d.Annotations, d.Spec.Paused = labels, annotations, paused
 	if err := x.r.Client.Update(ctx, d); err != nil {
 		return fmt.Errorf("update deployment %s: %w", d.Name, err)
 	}

@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -127,12 +128,14 @@ func (x *pass) releaseTarget(ctx context.Context, successor string) error {
 		return nil
 	}
 	x.target = target
-	d := target.DeepCopy()
-	d.Spec.Paused = own.UserPaused
-	delete(d.Labels, v1beta1.LabelManaged)
-	delete(d.Annotations, v1beta1.AnnotationRevision)
-	setAnnotation(d, v1beta1.AnnotationStableRevision, x.revision())
-	return x.writeTarget(ctx, d)
+	labels, annotations := maps.Clone(target.Labels), maps.Clone(target.Annotations)
+	delete(labels, v1beta1.LabelManaged)
+	delete(annotations, v1beta1.AnnotationRevision)
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[v1beta1.AnnotationStableRevision] = x.revision()
+	return x.writeTarget(ctx, labels, annotations, own.UserPaused)
 }
 
 // cleanUpRoute removes the recorded route; it says what is left, "" when nothing is, and

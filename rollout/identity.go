@@ -42,8 +42,15 @@ func (s servingRS) describe() string {
 	return "the ReplicaSet of deployment revision " + s.deploymentRevision
 }
 
-// revision is the template revision of the target as it is now.
-func (x *pass) revision() string { return v1beta1.TemplateRevision(&x.target.Spec.Template) }
+// revision is the template revision of the target as it is now. A pass asks three to
+// five times, and each answer encodes and hashes the pod template: it is computed once per
+// target object the pass holds (a pass never edits a template in place).
+func (x *pass) revision() string {
+	if x.revisionOf != x.target {
+		x.liveRevision, x.revisionOf = v1beta1.TemplateRevision(&x.target.Spec.Template), x.target
+	}
+	return x.liveRevision
+}
 
 // stableRevision is the revision the status records as serving, else the target's
 // stable-revision annotation (a status from before it was recorded).

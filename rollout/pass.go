@@ -34,6 +34,11 @@ type pass struct {
 	rt      router.Target
 	ns      namespaceScope
 
+	// liveRevision is the template revision of revisionOf, the target object it was
+	// computed for (revision).
+	liveRevision string
+	revisionOf   *appsv1.Deployment
+
 	situation Situation
 	action    action
 	gate      string // why a confirm-rollout gate is closed, from observe
