@@ -741,10 +741,10 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 	return 0
 }
 
-// A pass that reads a Canary older than the stored one (the cache lags behind the loop's
-// own last write) loses the status write and leaves no trace: no events, no double step,
-// no extra failed check.
-func TestStaleCacheReadLeavesNoTrace(t *testing.T) {
+// atWeight10WithAStaleCopy runs the seed's rollout to weight 10 and returns the Canary as
+// it was at weight 5: what a cache behind the loop's last write still shows.
+func atWeight10WithAStaleCopy(t *testing.T) (*env, *v1beta1.Canary) {
+	t.Helper()
 	e := newEnv(t, seedCanary(), targetDeployment())
 	e.settle()
 	e.ship("alice:2")
@@ -755,6 +755,14 @@ func TestStaleCacheReadLeavesNoTrace(t *testing.T) {
 	if w := e.canary().Status.CanaryWeight; w != 10 {
 		t.Fatalf("weight %d", w)
 	}
+	return e, stale
+}
+
+// A pass that reads a Canary older than the stored one (the cache lags behind the loop's
+// own last write) loses the status write and leaves no trace: no events, no double step,
+// no extra failed check.
+func TestStaleCacheReadLeavesNoTrace(t *testing.T) {
+	e, stale := atWeight10WithAStaleCopy(t)
 	notes := len(e.notes)
 
 	e.staleCanary, e.staleReads = stale, 2
@@ -779,16 +787,7 @@ func TestStaleCacheReadLeavesNoTrace(t *testing.T) {
 // where there were two (make bench, N=200: a quarter of all passes), and the event starts
 // no other.
 func TestPassWokenByItsOwnWriteGoesOn(t *testing.T) {
-	e := newEnv(t, seedCanary(), targetDeployment())
-	e.settle()
-	e.ship("alice:2")
-	e.runUntil("weight 5", weightIs(5))
-	stale := e.canary()
-	e.clock.Step(30 * time.Second)
-	e.settle()
-	if w := e.canary().Status.CanaryWeight; w != 10 {
-		t.Fatalf("weight %d", w)
-	}
+	e, stale := atWeight10WithAStaleCopy(t)
 	e.clock.Step(30 * time.Second) // the next step is due
 
 	// The wait outlasts the test; a wake-up that never comes fails it when the pass's
