@@ -75,6 +75,9 @@ type canaryResult struct {
 	// KiB per canary: growth of the collected heap and RSS once all are Initialized, and
 	// of the heap after the rollouts.
 	heapPerCanary, rssPerCanary, heapAfterPerCanary float64
+	// heapAtRestMiB is the heap in use the growth counts from: before this N's apps, after
+	// the previous N's namespace was deleted.
+	heapAtRestMiB float64
 
 	cpuMs, coalmineCPUms float64 // per canary per interval
 	profiled             bool
@@ -297,6 +300,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	r.wall = wall / time.Duration(b.N)
 	r.failed, r.failedChecks = failed, failedChecks
 	r.heapPerCanary = kib(int64(mem1.heapInuse)-int64(mem0.heapInuse)) / float64(n)
+	r.heapAtRestMiB = mib(mem0.heapInuse)
 	r.rssPerCanary = kib(int64(mem1.rss)-int64(mem0.rss)) / float64(n)
 	r.heapAfterPerCanary = kib(int64(mem2.heapInuse)-int64(mem0.heapInuse)) / float64(n)
 	r.cpuMs = ms(cpu) / intervals
@@ -325,6 +329,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		b.ReportMetric(mib(e.standalone.heapInuse), "standalone-base-heap-MiB")
 	}
 	b.ReportMetric(r.heapPerCanary, "heap-KiB/canary")
+	b.ReportMetric(r.heapAtRestMiB, "heap-before-apps-MiB")
 	b.ReportMetric(r.rssPerCanary, "rss-KiB/canary")
 	b.ReportMetric(r.heapAfterPerCanary, "heap-after-rollout-KiB/canary")
 	b.ReportMetric(r.cpuMs, "cpu-ms/canary/interval")
