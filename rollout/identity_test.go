@@ -22,11 +22,7 @@ func (e *env) driftStable() (old string) {
 	if err := e.base.Update(context.Background(), tgt); err != nil {
 		e.t.Fatal(err)
 	}
-	c := e.canary()
-	c.Status.StableRevision = old
-	if err := e.base.Status().Update(context.Background(), c); err != nil {
-		e.t.Fatal(err)
-	}
+	e.editCanaryStatus(func(st *v1beta1.CanaryStatus) { st.StableRevision = old })
 	return old
 }
 
@@ -152,11 +148,7 @@ func TestFailedRevisionRecordsTheStableNumberOnce(t *testing.T) {
 	e.analyzer.fail = func(int) []analysis.Result { return failingSuccessRate() }
 	e.ship("alice:bad")
 	e.runUntil("Failed", phaseIs(v1beta1.PhaseFailed))
-	c := e.canary()
-	c.Status.StableDeploymentRevision = ""
-	if err := e.base.Status().Update(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
+	e.editCanaryStatus(func(st *v1beta1.CanaryStatus) { st.StableDeploymentRevision = "" })
 	reads := e.rsReads
 	e.updateTarget(func(d *appsv1.Deployment) { d.Labels = map[string]string{"poke": "1"} })
 	e.settle()

@@ -819,13 +819,9 @@ func TestPassWokenByItsOwnWriteGoesOn(t *testing.T) {
 func TestAcquiredPastInitialization(t *testing.T) {
 	e := newEnv(t, seedCanary(), targetDeployment())
 	e.settle()
-	c := e.canary()
-	c.Status.Ownership = nil
-	if err := e.base.Status().Update(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
+	e.editCanaryStatus(func(st *v1beta1.CanaryStatus) { st.Ownership = nil })
 	e.settle()
-	c = e.canary()
+	c := e.canary()
 	if c.Status.Ownership == nil || c.Status.Phase != v1beta1.PhaseInitialized {
 		t.Fatalf("phase %s ownership %+v, want Initialized with the target acquired", c.Status.Phase, c.Status.Ownership)
 	}

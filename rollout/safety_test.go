@@ -70,6 +70,17 @@ func (e *env) service(name string) (*corev1.Service, bool) {
 	return svc, err == nil
 }
 
+// editCanaryStatus changes the stored Canary's status, as an older coalmine or a lost
+// write would have left it.
+func (e *env) editCanaryStatus(f func(st *v1beta1.CanaryStatus)) {
+	e.t.Helper()
+	c := e.canary()
+	f(&c.Status)
+	if err := e.base.Status().Update(context.Background(), c); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // setDeploymentStatus overwrites a Deployment's status (kube leaves a stuck one's
 // replica counts alone).
 func (e *env) setDeploymentStatus(name string, f func(st *appsv1.DeploymentStatus)) {
@@ -250,21 +261,10 @@ func TestSafety02HashDriftRestampsNoCanary(t *testing.T) {
 			e.settle()
 			tt.setup(e)
 			live := v1beta1.TemplateRevision(&e.target().Spec.Template)
-			const old = "0123456789"
-
-			tgt := e.target()
-			tgt.Annotations[v1beta1.AnnotationStableRevision] = old
-			if err := e.base.Update(context.Background(), tgt); err != nil {
-				t.Fatal(err)
-			}
-			c := e.canary()
-			c.Status.StableRevision = old
-			if err := e.base.Status().Update(context.Background(), c); err != nil {
-				t.Fatal(err)
-			}
+			old := e.driftStable()
 			e.settle()
 
-			c = e.canary()
+			c := e.canary()
 			if c.Status.Phase != tt.phase || c.Status.StableRevision != live {
 				t.Errorf("phase %s stable %s, want %s with stable %s", c.Status.Phase, c.Status.StableRevision, tt.phase, live)
 			}
@@ -274,7 +274,7 @@ func TestSafety02HashDriftRestampsNoCanary(t *testing.T) {
 			if _, ok := e.deployment("alice-canary"); ok {
 				t.Error("a canary Deployment was created for a hash drift")
 			}
-			tgt = e.target()
+			tgt := e.target()
 			if tgt.Spec.Paused || tgt.Annotations[v1beta1.AnnotationStableRevision] != live {
 				t.Errorf("target paused=%v stable=%s, want unpaused, stable %s", tgt.Spec.Paused, tgt.Annotations[v1beta1.AnnotationStableRevision], live)
 			}
