@@ -149,6 +149,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		b.Logf("measuring anyway: %v", err)
 	}
 	mem0 := measureMemory()
+	saveHeapProfile(fmt.Sprintf("heap-before-apps-n%d.pprof", n))
 	api0 := e.api.snapshot()
 
 	// Initialize: the apps at v1 and their Canaries, then all Initialized.

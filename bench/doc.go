@@ -11,8 +11,10 @@
 //	COALMINE_BENCH_SIZES        the N to run, comma-separated (say 1,1000), instead
 //	COALMINE_BENCH_APPLIES      applies of each kind per op of BenchmarkApplyOverhead (default 200)
 //	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profiles
-//	                            after initialization and after the rollouts there, for
-//	                            go tool pprof
+//	                            before the apps, after initialization and after the
+//	                            rollouts there, for go tool pprof (one heap sample per 16 KiB)
+//	COALMINE_BENCH_MEMPROFILERATE  with a profile dir, one heap sample per this many bytes
+//	                            instead (1: every allocation, exact but slow; try N=100)
 //	COALMINE_BENCH_PEER         run BenchmarkPeer (make bench-peer sets it): Flagger v1.36.1
 //	                            and coalmine on the same N apps and Canary, side by side;
 //	                            its N come from COALMINE_BENCH_SIZES (default 1,50,200)

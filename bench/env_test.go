@@ -77,6 +77,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("COALMINE_BENCH_PROFILE_DIR") != "" {
 		// Finer heap profiles than the default one sample per 512 KiB.
 		runtime.MemProfileRate = 16 * 1024
+		if r, err := strconv.Atoi(os.Getenv("COALMINE_BENCH_MEMPROFILERATE")); err == nil && r > 0 {
+			runtime.MemProfileRate = r
+		}
 	}
 	code := m.Run()
 	if shared != nil {
