@@ -31,9 +31,8 @@ func (x *pass) emit(ctx context.Context) {
 	}
 	x.sendEventHooks(ctx)
 	x.sendAlerts(ctx)
-	recordChecks(x.canary, x.results)
 	recordStatus(x.canary, x.status)
-	x.recordDuration()
+	x.recordAnalysis()
 }
 
 // sendEventHooks sends each event of the pass to the event hooks, in the background: a

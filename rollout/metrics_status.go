@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/analysis"
 )
 
 // The series that say what a Canary's status says (coalmine's weight and phase, Flagger's
@@ -31,47 +32,77 @@ var (
 		"Number of Canaries per namespace.", []string{"namespace"}, nil)
 )
 
-// statuses is what the loop last wrote of each Canary it runs, served on /metrics.
-var statuses = &statusCollector{canaries: map[types.NamespacedName]statusSeries{}}
+// statuses is what the loop last wrote and analysed of each Canary it runs, served on
+// /metrics.
+var statuses = &statusCollector{canaries: map[types.NamespacedName]*canarySeries{}}
 
-type statusSeries struct {
+type canarySeries struct {
 	target string
 	phase  v1beta1.CanaryPhase
 	weight int
+	// analysis is nil until the Canary's first check or analysis run.
+	analysis *analysisState
 }
 
 type statusCollector struct {
 	mu       sync.Mutex
-	canaries map[types.NamespacedName]statusSeries
+	canaries map[types.NamespacedName]*canarySeries
 }
 
-// record keeps c's phase and weight; a changed target drops Flagger's stored series of
-// the old one.
-func (s *statusCollector) record(c *v1beta1.Canary, st *v1beta1.CanaryStatus) {
+// of is c's series, added if new; a changed target drops Flagger's series of the old
+// one. Call with s.mu held.
+func (s *statusCollector) of(c *v1beta1.Canary) *canarySeries {
 	key := types.NamespacedName{Namespace: c.Namespace, Name: c.Name}
-	target := c.Spec.TargetRef.Name
+	e := s.canaries[key]
+	if e == nil {
+		e = &canarySeries{target: c.Spec.TargetRef.Name}
+		s.canaries[key] = e
+	}
+	if e.target != c.Spec.TargetRef.Name {
+		e.target = c.Spec.TargetRef.Name
+		if e.analysis != nil {
+			e.analysis.forgetFlagger()
+		}
+	}
+	return e
+}
+
+// record keeps c's phase and weight.
+func (s *statusCollector) record(c *v1beta1.Canary, st *v1beta1.CanaryStatus) {
 	s.mu.Lock()
-	old, seen := s.canaries[key]
-	s.canaries[key] = statusSeries{target: target, phase: st.Phase, weight: st.CanaryWeight}
-	s.mu.Unlock()
-	if seen && old.target != target {
-		forgetFlagger(c.Namespace, old.target)
+	defer s.mu.Unlock()
+	e := s.of(c)
+	e.phase, e.weight = st.Phase, st.CanaryWeight
+}
+
+// analysed records what one pass analysed of c: its checks, and for a pass that ran the
+// analysis (seconds >= 0) Flagger's duration.
+func (s *statusCollector) analysed(c *v1beta1.Canary, results []analysis.Result, seconds float64) {
+	if len(results) == 0 && seconds < 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.of(c)
+	if e.analysis == nil {
+		e.analysis = &analysisState{}
+	}
+	e.analysis.addChecks(c, results)
+	if seconds >= 0 {
+		e.analysis.observeDuration(seconds)
 	}
 }
 
-// forget drops a deleted Canary, and Flagger's stored series of its target.
+// forget drops every series of a deleted Canary.
 func (s *statusCollector) forget(key types.NamespacedName) {
 	s.mu.Lock()
-	old, seen := s.canaries[key]
+	defer s.mu.Unlock()
 	delete(s.canaries, key)
-	s.mu.Unlock()
-	if seen {
-		forgetFlagger(key.Namespace, old.target)
-	}
 }
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWeight, descPhase, descFlaggerStatus, descFlaggerWeight, descFlaggerTotal} {
+	for _, d := range []*prometheus.Desc{descWeight, descPhase, descFlaggerStatus, descFlaggerWeight, descFlaggerTotal,
+		descAnalysisValue, descChecks, descFlaggerDuration, descFlaggerAnalysis} {
 		ch <- d
 	}
 }
@@ -82,12 +113,20 @@ func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	type entry struct {
 		key types.NamespacedName
-		statusSeries
+		canarySeries
 	}
+	// A copy of each Canary's series under the lock; the analysis state is copied too,
+	// as a pass may add to it while the scrape sends.
 	s.mu.Lock()
 	all := make([]entry, 0, len(s.canaries))
 	for k, v := range s.canaries {
-		all = append(all, entry{k, v})
+		e := entry{k, *v}
+		if v.analysis != nil {
+			a := *v.analysis
+			a.metrics, a.durationCounts = slices.Clone(a.metrics), slices.Clone(a.durationCounts)
+			e.analysis = &a
+		}
+		all = append(all, e)
 	}
 	s.mu.Unlock()
 	slices.SortFunc(all, func(a, b entry) int {
@@ -111,11 +150,16 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		perNamespace[ns]++
 		gauge(descWeight, float64(e.weight), e.key.Name, ns)
 		gauge(descPhase, 1, e.key.Name, ns, string(e.phase))
-		if t := (types.NamespacedName{Namespace: ns, Name: e.target}); !targets[t] {
+		t := types.NamespacedName{Namespace: ns, Name: e.target}
+		first := !targets[t]
+		if first {
 			targets[t] = true
 			gauge(descFlaggerStatus, flaggerStatusValue(e.phase), e.target, ns)
 			weight(e.target+"-primary", ns, 100-e.weight)
 			weight(e.target, ns, e.weight)
+		}
+		if e.analysis != nil {
+			e.analysis.collect(ch, e.key.Name, ns, e.target, first)
 		}
 	}
 	for ns, n := range perNamespace {

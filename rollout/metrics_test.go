@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
+	"github.com/coalmine-dev/coalmine/rollout/analysis"
 )
 
 // flaggerFamilies are Flagger's metric names, types and label names (Flagger v1.36.1,
@@ -187,6 +189,102 @@ func TestStatusSeriesOnePerTarget(t *testing.T) {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "namespace" && l.GetValue() == "metrics-dup" {
 					t.Errorf("%s kept a series of a forgotten Canary: %v", f, m)
+				}
+			}
+		}
+	}
+}
+
+// TestAnalysisSeriesAtScrape: the analysis series are computed at scrape time from what
+// the loop recorded: coalmine's last value (gone while a check has none) and its counts by
+// outcome, Flagger's last value found (request-duration in seconds) and its duration
+// histogram in Flagger's buckets; a new target starts Flagger's series afresh, and a
+// forgotten Canary leaves none.
+func TestAnalysisSeriesAtScrape(t *testing.T) {
+	c := seedCanary()
+	c.Namespace, c.Name = "metrics-analysis", "checked"
+	defer forgetMetrics(c.Namespace, c.Name)
+	rate, duration := v1beta1.MetricRequestSuccessRate, v1beta1.MetricRequestDuration
+	statuses.analysed(c, []analysis.Result{
+		{Metric: rate, Value: 99.5, Outcome: v1beta1.MetricPassed},
+		{Metric: duration, Value: 250, Outcome: v1beta1.MetricPassed},
+	}, 0.3)
+	statuses.analysed(c, []analysis.Result{
+		{Metric: rate, Value: math.NaN(), Outcome: v1beta1.MetricNoData},
+		{Metric: duration, Value: 750, Outcome: v1beta1.MetricFailed},
+	}, 12)
+	statuses.analysed(c, nil, 1) // a pass that analysed nothing new still ran the analysis
+
+	fams := scrape(t)
+	own := func(metric string) map[string]string {
+		return map[string]string{"name": "checked", "namespace": c.Namespace, "metric": metric}
+	}
+	flagger := func(metric string) map[string]string {
+		return map[string]string{"name": c.Spec.TargetRef.Name, "namespace": c.Namespace, "metric": metric}
+	}
+	if m := series(fams, "coalmine_canary_analysis_value", own(rate)); m != nil {
+		t.Errorf("coalmine_canary_analysis_value of %s %v, want none after a check without data", rate, m)
+	}
+	if m := series(fams, "coalmine_canary_analysis_value", own(duration)); m.GetGauge().GetValue() != 750 {
+		t.Errorf("coalmine_canary_analysis_value of %s %v, want 750", duration, m)
+	}
+	for _, want := range []struct {
+		metric, outcome string
+		n               float64
+	}{{rate, "Passed", 1}, {rate, "NoData", 1}, {duration, "Passed", 1}, {duration, "Failed", 1}} {
+		l := own(want.metric)
+		l["outcome"] = want.outcome
+		if m := series(fams, "coalmine_canary_checks_total", l); m.GetCounter().GetValue() != want.n {
+			t.Errorf("coalmine_canary_checks_total%v %v, want %v", l, m, want.n)
+		}
+	}
+	if m := series(fams, "coalmine_canary_checks_total", map[string]string{"name": "checked", "namespace": c.Namespace,
+		"metric": rate, "outcome": "Failed"}); m != nil {
+		t.Errorf("a series for an outcome never seen: %v", m)
+	}
+	if m := series(fams, "flagger_canary_metric_analysis", flagger(rate)); m.GetGauge().GetValue() != 99.5 {
+		t.Errorf("flagger_canary_metric_analysis of %s %v, want the last value found, 99.5", rate, m)
+	}
+	if m := series(fams, "flagger_canary_metric_analysis", flagger(duration)); m.GetGauge().GetValue() != 0.75 {
+		t.Errorf("flagger_canary_metric_analysis of %s %v, want 0.75 (seconds)", duration, m)
+	}
+	h := series(fams, "flagger_canary_duration_seconds", map[string]string{"name": c.Spec.TargetRef.Name, "namespace": c.Namespace}).GetHistogram()
+	if h.GetSampleCount() != 3 || h.GetSampleSum() != 13.3 {
+		t.Errorf("flagger_canary_duration_seconds count %d sum %v, want 3 and 13.3", h.GetSampleCount(), h.GetSampleSum())
+	}
+	buckets := map[float64]uint64{}
+	for _, b := range h.GetBucket() {
+		buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+	}
+	for le, want := range map[float64]uint64{0.25: 0, 0.5: 1, 1: 2, 10: 2} {
+		if buckets[le] != want {
+			t.Errorf("flagger_canary_duration_seconds bucket le=%v %d, want %d (buckets %v)", le, buckets[le], want, buckets)
+		}
+	}
+
+	moved := c.DeepCopy()
+	moved.Spec.TargetRef.Name = "other-target"
+	recordStatus(moved, &v1beta1.CanaryStatus{Phase: v1beta1.PhaseProgressing})
+	fams = scrape(t)
+	for _, f := range []string{"flagger_canary_metric_analysis", "flagger_canary_duration_seconds"} {
+		for _, m := range fams[f].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == c.Namespace {
+					t.Errorf("%s kept a series once the target changed: %v", f, m)
+				}
+			}
+		}
+	}
+	if m := series(fams, "coalmine_canary_analysis_value", own(duration)); m.GetGauge().GetValue() != 750 {
+		t.Errorf("coalmine's series follow the Canary, not the target: %v", m)
+	}
+
+	forgetMetrics(c.Namespace, c.Name)
+	for name, f := range scrape(t) {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == c.Namespace {
+					t.Errorf("%s kept a series of a forgotten Canary: %v", name, m)
 				}
 			}
 		}

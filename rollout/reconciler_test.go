@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,7 +86,7 @@ func TestInitialize(t *testing.T) {
 // step per interval, then promotion by unpausing the target, then all traffic to primary.
 func TestSeedHappyPath(t *testing.T) {
 	// The counters are the process's: other tests' alice counted too.
-	checksBefore := metricValue(t, canaryChecks.WithLabelValues("alice", ns, v1beta1.MetricRequestDuration, "Passed"))
+	checksBefore := seriesValue(t, "coalmine_canary_checks_total", map[string]string{"name": "alice", "namespace": ns, "metric": v1beta1.MetricRequestDuration, "outcome": "Passed"})
 	e := newEnv(t, seedCanary(), targetDeployment())
 	e.settle()
 	stable := e.canary().Status.StableRevision
@@ -166,10 +164,10 @@ func TestSeedHappyPath(t *testing.T) {
 	if m := series(fams, "coalmine_canary_weight", map[string]string{"name": "alice", "namespace": ns}); m == nil || m.GetGauge().GetValue() != 0 {
 		t.Errorf("weight metric %v", m)
 	}
-	if got := metricValue(t, canaryAnalysisValue.WithLabelValues("alice", ns, v1beta1.MetricRequestSuccessRate)); got != 99.9 {
+	if got := seriesValue(t, "coalmine_canary_analysis_value", map[string]string{"name": "alice", "namespace": ns, "metric": v1beta1.MetricRequestSuccessRate}); got != 99.9 {
 		t.Errorf("analysis value metric %v", got)
 	}
-	if got := metricValue(t, canaryChecks.WithLabelValues("alice", ns, v1beta1.MetricRequestDuration, "Passed")) - checksBefore; got != 10 {
+	if got := seriesValue(t, "coalmine_canary_checks_total", map[string]string{"name": "alice", "namespace": ns, "metric": v1beta1.MetricRequestDuration, "outcome": "Passed"}) - checksBefore; got != 10 {
 		t.Errorf("passed checks %v, want 10", got)
 	}
 }
@@ -724,20 +722,19 @@ func TestUnguardedChangeIsPaused(t *testing.T) {
 	}
 }
 
-// metricValue reads a gauge or counter without the testutil package's extra dependency.
-func metricValue(t *testing.T, m prometheus.Metric) float64 {
+// seriesValue is the value of a gauge or counter series on /metrics, 0 if it has none.
+func seriesValue(t *testing.T, family string, labels map[string]string) float64 {
 	t.Helper()
-	var out dto.Metric
-	if err := m.Write(&out); err != nil {
-		t.Fatal(err)
-	}
+	m := series(scrape(t), family, labels)
 	switch {
-	case out.Gauge != nil:
-		return out.Gauge.GetValue()
-	case out.Counter != nil:
-		return out.Counter.GetValue()
+	case m == nil:
+		return 0
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Counter != nil:
+		return m.Counter.GetValue()
 	}
-	t.Fatalf("metric %v is neither gauge nor counter", m.Desc())
+	t.Fatalf("%s%v is neither gauge nor counter", family, labels)
 	return 0
 }
 
