@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 
@@ -131,6 +132,44 @@ func TestSamplesShareRepeatedStrings(t *testing.T) {
 		if !same(s.Phase, string(v1beta1.PhaseProgressing)) || !same(s.Metrics[0].Outcome, string(v1beta1.MetricPassed)) {
 			t.Errorf("sample at weight %d: phase %q or outcome %q is not the API's constant", s.Weight, s.Phase, s.Metrics[0].Outcome)
 		}
+	}
+}
+
+// TestSamplesShareUnchangedMetrics: a sample whose metrics are those of the sample before
+// it (a step without a check) shares their slice, and a history keeps values and check
+// times exactly (none stays none) without a pointer per metric.
+func TestSamplesShareUnchangedMetrics(t *testing.T) {
+	clk := newClock()
+	w := New(&informertest.FakeInformers{}, Options{Now: clk.now})
+	checked := clk.t.Add(-time.Minute).Truncate(time.Second)
+	c := seedCanary("unchanged")
+	c.Status.Phase, c.Status.CanaryWeight = v1beta1.PhaseProgressing, 10
+	c.Status.Metrics = []v1beta1.MetricStatus{
+		{Name: v1beta1.MetricRequestSuccessRate, Value: "99.5", Outcome: v1beta1.MetricPassed, LastCheckTime: mt(checked)},
+		{Name: v1beta1.MetricRequestDuration, Outcome: v1beta1.MetricNoData},
+	}
+	w.Observe(c)
+	next := c.DeepCopy()
+	next.Status.CanaryWeight = 20
+	clk.t = clk.t.Add(time.Second)
+	w.Observe(next)
+
+	r := w.canaries[types.NamespacedName{Namespace: "apps", Name: "unchanged"}]
+	if len(r.samples) != 2 || &r.samples[0].metrics[0] != &r.samples[1].metrics[0] {
+		t.Errorf("the second sample does not share the unchanged metrics of the first")
+	}
+	h, _ := w.History("apps", "unchanged")
+	for _, s := range h.Samples {
+		rate, duration := s.Metrics[0], s.Metrics[1]
+		if rate.Value == nil || *rate.Value != 99.5 || rate.CheckTime == nil || !rate.CheckTime.Equal(checked) {
+			t.Errorf("weight %d: request-success-rate %v at %v, want 99.5 at %v", s.Weight, rate.Value, rate.CheckTime, checked)
+		}
+		if duration.Value != nil || duration.CheckTime != nil || duration.Outcome != string(v1beta1.MetricNoData) {
+			t.Errorf("weight %d: request-duration %+v, want no value, no check time, NoData", s.Weight, duration)
+		}
+	}
+	if !h.Samples[1].Time.Equal(clk.t) {
+		t.Errorf("second sample at %v, want %v", h.Samples[1].Time, clk.t)
 	}
 }
 
