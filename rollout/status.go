@@ -60,7 +60,7 @@ func (x *pass) transition(p v1beta1.CanaryPhase, message string) {
 	}
 	x.status.Message = message
 	if !p.Analysing() {
-		meta.RemoveStatusCondition(&x.status.Conditions, ConditionRouteSynced)
+		x.removeCondition(ConditionRouteSynced)
 	}
 	switch p {
 	case v1beta1.PhaseInitialized, v1beta1.PhaseSucceeded:
@@ -94,7 +94,7 @@ func (x *pass) setHealth() {
 	p := x.status.Phase
 	switch p {
 	case v1beta1.PhaseInitialized, v1beta1.PhaseSucceeded, v1beta1.PhaseFailed:
-		meta.RemoveStatusCondition(&x.status.Conditions, ConditionReconciling)
+		x.removeCondition(ConditionReconciling)
 	default:
 		reason := string(p)
 		if reason == "" {
@@ -105,7 +105,15 @@ func (x *pass) setHealth() {
 	if p == v1beta1.PhaseFailed {
 		x.setCondition(ConditionStalled, metav1.ConditionTrue, "RolledBack", x.status.Message)
 	} else {
-		meta.RemoveStatusCondition(&x.status.Conditions, ConditionStalled)
+		x.removeCondition(ConditionStalled)
+	}
+}
+
+// removeCondition drops condition t. meta.RemoveStatusCondition copies the list even
+// when t is not in it, and the loop asks three times a pass for conditions mostly absent.
+func (x *pass) removeCondition(t string) {
+	if meta.FindStatusCondition(x.status.Conditions, t) != nil {
+		meta.RemoveStatusCondition(&x.status.Conditions, t)
 	}
 }
 

@@ -77,6 +77,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		MapperProvider:          newMapper,
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
