@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -332,7 +333,7 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
 			count()
-			return c.Patch(ctx, obj, p, opts...)
+			return patchBumpingGeneration(ctx, c, obj, p, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 			count()
@@ -364,6 +365,35 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 	}
 	e.key = types.NamespacedName{Namespace: ns, Name: "alice"}
 	return e
+}
+
+// patchBumpingGeneration patches obj, and for a Deployment does what the API server does
+// and the fake does not: a spec change increments generation.
+func patchBumpingGeneration(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+	if gvk, err := apiutil.GVKForObject(obj, c.Scheme()); err != nil || gvk.Kind != "Deployment" {
+		return c.Patch(ctx, obj, p, opts...)
+	}
+	before := &appsv1.Deployment{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), before); err != nil {
+		return c.Patch(ctx, obj, p, opts...)
+	}
+	if err := c.Patch(ctx, obj, p, opts...); err != nil {
+		return err
+	}
+	after := &appsv1.Deployment{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), after); err != nil {
+		return err
+	}
+	if equality.Semantic.DeepEqual(before.Spec, after.Spec) {
+		return nil
+	}
+	after.Generation = before.Generation + 1
+	if err := c.Update(ctx, after); err != nil {
+		return err
+	}
+	obj.SetGeneration(after.Generation)
+	obj.SetResourceVersion(after.ResourceVersion)
+	return nil
 }
 
 // bumpGeneration does what the API server does: a spec change increments generation.
