@@ -75,6 +75,8 @@ type canaryResult struct {
 	// KiB per canary: growth of the collected heap and RSS once all are Initialized, and
 	// of the heap after the rollouts.
 	heapPerCanary, rssPerCanary, heapAfterPerCanary float64
+	// liveHeapPerCanary, liveHeapAfterPerCanary: the same growth in live objects.
+	liveHeapPerCanary, liveHeapAfterPerCanary float64
 	// heapAtRestMiB is the heap in use the growth counts from: before this N's apps, after
 	// the previous N's namespace was deleted.
 	heapAtRestMiB float64
@@ -304,6 +306,8 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	r.heapAtRestMiB = mib(mem0.heapInuse)
 	r.rssPerCanary = kib(int64(mem1.rss)-int64(mem0.rss)) / float64(n)
 	r.heapAfterPerCanary = kib(int64(mem2.heapInuse)-int64(mem0.heapInuse)) / float64(n)
+	r.liveHeapPerCanary = kib(int64(mem1.heapAlloc)-int64(mem0.heapAlloc)) / float64(n)
+	r.liveHeapAfterPerCanary = kib(int64(mem2.heapAlloc)-int64(mem0.heapAlloc)) / float64(n)
 	r.cpuMs = ms(cpu) / intervals
 	r.coalmineCPUms = ms(coalmineCPU) / intervals
 	r.profiled = profiled
@@ -333,6 +337,8 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	b.ReportMetric(r.heapAtRestMiB, "heap-before-apps-MiB")
 	b.ReportMetric(r.rssPerCanary, "rss-KiB/canary")
 	b.ReportMetric(r.heapAfterPerCanary, "heap-after-rollout-KiB/canary")
+	b.ReportMetric(r.liveHeapPerCanary, "live-heap-KiB/canary")
+	b.ReportMetric(r.liveHeapAfterPerCanary, "live-heap-after-rollout-KiB/canary")
 	b.ReportMetric(r.cpuMs, "cpu-ms/canary/interval")
 	if profiled {
 		b.ReportMetric(r.coalmineCPUms, "coalmine-cpu-ms/canary/interval")

@@ -326,6 +326,10 @@ func (q *queryCounter) snapshot() map[string]int64 {
 // the OS, so RSS follows the live heap rather than garbage.
 type memUsage struct {
 	heapInuse, rss uint64
+	// heapAlloc is the bytes of live objects. HeapInuse also counts the free room of the
+	// spans they sit in, which grows with the garbage made meanwhile: the two together
+	// tell live growth from scattering.
+	heapAlloc uint64
 }
 
 func measureMemory() memUsage {
@@ -333,7 +337,7 @@ func measureMemory() memUsage {
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return memUsage{heapInuse: ms.HeapInuse, rss: readRSS()}
+	return memUsage{heapInuse: ms.HeapInuse, rss: readRSS(), heapAlloc: ms.HeapAlloc}
 }
 
 // readRSS is VmRSS of this process in bytes (0 if it cannot be read).
