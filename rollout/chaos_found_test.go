@@ -252,3 +252,43 @@ func TestFoundRetryIgnoresTheCanaryItDeleted(t *testing.T) {
 		t.Error("the deleted canary Deployment came back")
 	}
 }
+
+// I1, seed 990722065 (stop 23): a Canary was deleted during an outage of the Global CP,
+// which then crashed and refused every route write. The Canary was re-created: it was
+// initialized, but its pass failed at the route and never reached the target's marks (the
+// managed label the Deployment webhook selects on, the stable revision), so the next
+// release rolled unguarded. A route that takes no write must not leave the target
+// unguarded: the target is marked and held anyway, never released, and the route error
+// still fails the pass.
+func TestChaosFoundRouteFailureStillGuardsTheTarget(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.router.setErr = errors.New(`failed calling webhook "validator.kuma-admission.kuma.io": connect: connection refused`)
+	for range 6 {
+		e.clock.Step(time.Second)
+		_ = e.reconcileMayFail()
+	}
+	d := e.target()
+	if d.Labels[v1beta1.LabelManaged] != "true" || d.Annotations[v1beta1.AnnotationStableRevision] == "" {
+		t.Fatalf("target labels %v annotations %v while the route takes no write: want the managed label and the stable revision",
+			d.Labels, d.Annotations)
+	}
+
+	t.Run("a revision that got through is held, not released", func(t *testing.T) {
+		e.router.setErr = nil
+		e.settle()
+		e.router.setErr = errors.New("connection refused")
+		// A template change past the webhook (the fake API server has none).
+		live := e.target()
+		live.Spec.Template.Spec.Containers[0].Image = "alice:2"
+		if err := e.base.Update(t.Context(), live); err != nil {
+			t.Fatal(err)
+		}
+		for range 6 {
+			e.clock.Step(time.Second)
+			_ = e.reconcileMayFail()
+		}
+		if !e.target().Spec.Paused {
+			t.Error("target unpaused at an unanalysed revision while the route takes no write")
+		}
+	})
+}

@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -22,12 +23,20 @@ import (
 // canary Deployment and the target's pause and marks. It decides nothing and is
 // idempotent, so a pass killed after the status write is completed by the next one. The
 // order is the safe one: traffic first (away from a canary being removed), then the
-// canary Deployment, then the target.
+// canary Deployment, then the target; a failed route write still marks and holds the
+// target (holdTarget), so a release cannot slip past the webhook meanwhile.
 func (x *pass) converge(ctx context.Context) error {
 	if x.target == nil || x.notReady != nil {
 		return nil
 	}
 	if err := x.convergeRoute(ctx, x.desiredWeight()); err != nil {
+		// A route that takes no write (a mesh control plane down, or its webhook refusing)
+		// must not leave the target unguarded: without the managed label the Deployment
+		// webhook does not see the next release, which would roll unanalysed (chaos seed
+		// 990722065). The target is marked and held anyway, never released.
+		if terr := x.holdTarget(ctx); terr != nil {
+			return errors.Join(err, terr)
+		}
 		return err
 	}
 	if err := x.convergeCanary(ctx); err != nil {
@@ -111,6 +120,20 @@ func (x *pass) convergeCanary(ctx context.Context) error {
 //   - steady: a pause coalmine made for a revision that is no longer live is released;
 //     the user's own pause is left alone.
 func (x *pass) convergeTarget(ctx context.Context) error {
+	labels, annotations, paused := x.targetMarks()
+	return x.writeTarget(ctx, labels, annotations, paused)
+}
+
+// holdTarget is convergeTarget that never unpauses: while the route lags behind the
+// status, the target only gets its marks and holds.
+func (x *pass) holdTarget(ctx context.Context) error {
+	labels, annotations, paused := x.targetMarks()
+	return x.writeTarget(ctx, labels, annotations, paused || x.target.Spec.Paused)
+}
+
+// targetMarks are the target's labels, annotations and pause as the phase needs them
+// (convergeTarget).
+func (x *pass) targetMarks() (labels, annotations map[string]string, paused bool) {
 	// The marks are worked out on copies of the maps only: most passes change nothing,
 	// and a deep copy of the Deployment on every pass was garbage for nothing.
 	d := &appsv1.Deployment{ObjectMeta: x.target.ObjectMeta, Spec: appsv1.DeploymentSpec{Paused: x.target.Spec.Paused}}
@@ -144,7 +167,7 @@ func (x *pass) convergeTarget(ctx context.Context) error {
 		}
 	}
 	setAnnotation(d, v1beta1.AnnotationStableRevision, stable)
-	return x.writeTarget(ctx, d.Labels, d.Annotations, d.Spec.Paused)
+	return d.Labels, d.Annotations, d.Spec.Paused
 }
 
 // writeTarget patches the target when its labels, annotations or pause differ from these,

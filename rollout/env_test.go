@@ -50,7 +50,10 @@ type fakeRouter struct {
 	// deleteErr fails every Delete (an unreachable control plane); foreign marks routes
 	// that exist but are not coalmine's.
 	deleteErr error
-	foreign   map[string]bool
+	// setErr fails every weight write only (a control plane whose admission refuses
+	// writes while reads work).
+	setErr  error
+	foreign map[string]bool
 	// onSet runs after each weight change (a slow control plane moves the clock).
 	onSet func()
 }
@@ -66,6 +69,9 @@ func (f *fakeRouter) SetWeights(_ context.Context, t router.Target, w int) error
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return f.err
+	}
+	if f.setErr != nil {
+		return f.setErr
 	}
 	if cur, ok := f.weights[routeKey(t)]; ok && cur == w {
 		return nil
