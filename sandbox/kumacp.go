@@ -117,8 +117,13 @@ type KumaCP struct {
 	// LogPath is its log.
 	LogPath string
 
+	// Restarts counts the times kuma-cp crashed and was started again (supervise).
+	Restarts int
+
 	sb            *Sandbox
+	mu            sync.Mutex
 	proc          *process
+	stopping      bool
 	admissionPort int
 	kdsPort       int
 }
@@ -218,7 +223,7 @@ func (m *KumaMultiZone) Discard() error {
 		var errs []error
 		for _, cp := range []*KumaCP{m.ZoneCP, m.GlobalCP} {
 			if cp != nil && cp.proc != nil {
-				errs = append(errs, cp.proc.kill())
+				errs = append(errs, cp.kill())
 			}
 		}
 		if m.Global != nil {
@@ -242,7 +247,7 @@ func kumaCPUnavailable(b *Binaries) string {
 
 // RSS is the control plane's resident memory in bytes.
 func (c *KumaCP) RSS() (int64, error) {
-	return readRSS(c.proc.cmd.Process.Pid)
+	return readRSS(c.current().cmd.Process.Pid)
 }
 
 // kumaCPConfig is what differs between the Global and a zone CP.
@@ -324,10 +329,13 @@ func startKumaCP(ctx context.Context, sb *Sandbox, cfg kumaCPConfig) (_ *KumaCP,
 			"KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE="+filepath.Join(cfg.tlsDir, "ca.crt"),
 		)
 	}
-	cmd := kumaCPCommand(sb.Binaries.KumaCP, saDir, "run", "--log-level=info")
-	cmd.Env = env
+	run := func() (*process, error) {
+		cmd := kumaCPCommand(sb.Binaries.KumaCP, saDir, "run", "--log-level=info")
+		cmd.Env = env
+		return startCommand("kuma-cp-"+cfg.mode, sb.Dir, cmd)
+	}
 	start := time.Now()
-	if c.proc, err = startCommand("kuma-cp-"+cfg.mode, sb.Dir, cmd); err != nil {
+	if c.proc, err = run(); err != nil {
 		return nil, err
 	}
 	c.LogPath = c.proc.logPath
@@ -352,6 +360,7 @@ func startKumaCP(ctx context.Context, sb *Sandbox, cfg kumaCPConfig) (_ *KumaCP,
 	c.Ready = time.Since(start)
 	fmt.Fprintf(cfg.log, "sandbox: kuma-cp %s CP up, its webhook answering, in %s (pid %d, log %s)\n",
 		cfg.mode, c.Ready.Round(10*time.Millisecond), c.proc.cmd.Process.Pid, c.LogPath)
+	go c.supervise(run, cfg.log)
 	return c, nil
 }
 
@@ -421,7 +430,20 @@ func (c *KumaCP) stop() error {
 	if c == nil || c.proc == nil {
 		return nil
 	}
-	return c.proc.stop(15 * time.Second)
+	return c.halt().stop(15 * time.Second)
+}
+
+// kill ends kuma-cp at once (Discard).
+func (c *KumaCP) kill() error {
+	return c.halt().kill()
+}
+
+// halt ends supervision: the process it returns is the last one, to stop.
+func (c *KumaCP) halt() *process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopping = true
+	return c.proc
 }
 
 // createMeshes creates each Mesh on the Global CP (an existing one is kept).
