@@ -12,7 +12,6 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,9 +59,10 @@ type endpoint struct {
 type mesh struct {
 	meshOf     map[string]string // namespace -> Kuma mesh
 	services   map[types.NamespacedName]*corev1.Service
-	endpoints  map[string][]endpoint // tag -> Ready pods, by name
-	candidates []serviceRef          // ports of Services that may be apexes, by tag
-	loadTested []loadTest            // Services the load tester calls directly, by tag
+	endpoints  map[string][]endpoint       // tag -> Ready pods, by name
+	servicesIn map[string][]corev1.Service // namespace -> its Services, as listed
+	candidates []serviceRef                // ports of Services that may be apexes, by tag
+	loadTested []loadTest                  // Services the load tester calls directly, by tag
 
 	meshHTTPRoutes []meshHTTPRoute // by namespace/name
 	trafficRoutes  []trafficRoute  // by name
@@ -87,8 +87,9 @@ func (c call) key() string { return c.caller.name + "|" + c.apex.tag }
 
 func (s *Simulator) readMesh(ctx context.Context) (*mesh, error) {
 	m := &mesh{
-		services:  map[types.NamespacedName]*corev1.Service{},
-		endpoints: map[string][]endpoint{},
+		services:   map[types.NamespacedName]*corev1.Service{},
+		endpoints:  map[string][]endpoint{},
+		servicesIn: map[string][]corev1.Service{},
 	}
 	var err error
 	if m.meshOf, err = s.readNamespaces(ctx); err != nil {
@@ -172,18 +173,12 @@ func meshOfNamespace(ns *corev1.Namespace) string {
 
 func (m *mesh) addNamespace(ctx context.Context, ns string, svcs []corev1.Service, pods []corev1.Pod) {
 	logger := log.FromContext(ctx)
-	var ready []*corev1.Pod
-	for i := range pods {
-		if isReady(&pods[i]) {
-			ready = append(ready, &pods[i])
-		}
-	}
-	sort.Slice(ready, func(i, j int) bool { return ready[i].Name < ready[j].Name })
-
 	names := map[string]bool{}
 	for i := range svcs {
 		names[svcs[i].Name] = true
 	}
+	m.servicesIn[ns] = svcs
+	m.setEndpoints(ctx, svcs, pods)
 	for i := range svcs {
 		svc := &svcs[i]
 		if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -191,15 +186,6 @@ func (m *mesh) addNamespace(ctx context.Context, ns string, svcs []corev1.Servic
 		}
 		m.services[types.NamespacedName{Namespace: ns, Name: svc.Name}] = svc
 
-		var eps []endpoint
-		if len(svc.Spec.Selector) > 0 {
-			sel := labels.SelectorFromSet(svc.Spec.Selector)
-			for _, p := range ready {
-				if sel.Matches(labels.Set(p.Labels)) {
-					eps = append(eps, behaviourOf(logger, p))
-				}
-			}
-		}
 		// <app>-primary and <app>-canary are the backends of <app>'s route, never called
 		// directly, even before the route exists.
 		backend := false
@@ -215,7 +201,6 @@ func (m *mesh) addNamespace(ctx context.Context, ns string, svcs []corev1.Servic
 		lt, loadTested := loadTestOf(svc)
 		for _, p := range svc.Spec.Ports {
 			ref := serviceRef{tag: Tag(svc.Name, ns, p.Port), name: svc.Name, namespace: ns, port: p.Port, portName: p.Name, callers: callers}
-			m.endpoints[ref.tag] = eps
 			if !backend {
 				m.candidates = append(m.candidates, ref)
 			}

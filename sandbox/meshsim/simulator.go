@@ -63,6 +63,10 @@ type Options struct {
 	// RouteClient reads TrafficRoutes, and MeshHTTPRoutes besides Client: in multi-zone the
 	// routes live on the Global control plane's cluster. Nil means Client.
 	RouteClient client.Reader
+	// LiveClient, when set, reads a namespace's Pods past any cache when a cluster given
+	// weight has no Ready pod in Client's view (confirmEmpty). Start sets it from Config
+	// when it builds Client's cache.
+	LiveClient client.Reader
 
 	// Config, when Client is nil, builds an informer cache for Namespaces, Services and
 	// Pods (restricted to Namespaces when set). RouteConfig, when RouteClient is nil, does
@@ -139,6 +143,13 @@ func Start(ctx context.Context, opts Options) (*Simulator, error) {
 			return nil, fmt.Errorf("start mesh simulator: %w", err)
 		}
 		opts.Client = c
+		if opts.LiveClient == nil {
+			live, err := client.New(opts.Config, client.Options{Scheme: scheme})
+			if err != nil {
+				return nil, fmt.Errorf("start mesh simulator: live client: %w", err)
+			}
+			opts.LiveClient = live
+		}
 	}
 	separateRoutes := opts.RouteClient != nil || opts.RouteConfig != nil
 	if opts.RouteClient == nil {
@@ -273,12 +284,14 @@ func (s *Simulator) step(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	calls := m.plan()
+	s.confirmEmpty(readCtx, m, calls)
 	now := s.clock.Now()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dt := s.elapsed(now)
-	for _, c := range m.plan() {
+	for _, c := range calls {
 		s.send(logr.FromContextOrDiscard(ctx), now, m, c, s.dueRequests(c, dt))
 	}
 	return nil

@@ -671,3 +671,33 @@ func TestRouteReadFailureKeepsLastRoutes(t *testing.T) {
 	tick(t, s, clk, ticks/2)
 	assertCounts(t, s.Snapshot(), map[string]Counts{primary: {Requests: 475}, canary: {Requests: 25}})
 }
+
+// TestEmptyClusterIsConfirmedLive: a route's weight to a cluster the cache shows without a
+// Ready pod is sent to the pods a live read finds (the Pod informer can lag the route's);
+// a cluster empty live too answers 503s; without a live reader the cache decides.
+func TestEmptyClusterIsConfirmedLive(t *testing.T) {
+	route := newTrafficRoute("alice.apps-a-mesh-a", apex, primary, 95, canary, 5)
+	tests := []struct {
+		name       string
+		live       *scenario // nil: no live reader
+		wantErrors uint64
+	}{
+		{name: "Ready live: the canary's pod answers", live: &scenario{canaryReady: true}, wantErrors: 0},
+		{name: "empty live too: 503s", live: &scenario{canaryReady: false}, wantErrors: 25},
+		{name: "no live reader: the cache decides", live: nil, wantErrors: 25},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cached := newFakeClient(t, scenario{canaryReady: false}.objects(), []*unstructured.Unstructured{route}, nil)
+			s, clk := newTestSimulator(cached, nil)
+			if tt.live != nil {
+				s.opts.LiveClient = newFakeClient(t, tt.live.objects(), nil, nil)
+			}
+			tick(t, s, clk, ticks)
+			got := s.Snapshot()[canary]
+			if got.Requests != 25 || got.Errors != tt.wantErrors {
+				t.Errorf("canary cluster %+v, want 25 requests and %d errors", got, tt.wantErrors)
+			}
+		})
+	}
+}
