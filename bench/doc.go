@@ -3,11 +3,15 @@
 // canary, and how much slower N rollouts at once finish than one), and the overhead the
 // Deployment webhook adds to a server-side apply through the apiserver.
 //
-// `make bench` runs them with -benchtime 1x. They report figures and the targets to compare
-// them with; they never fail on a timing (a wait that runs out of time skips the rest of
-// that sub-benchmark, says so in the table and keeps the sandbox's logs). Environment:
+// `make bench` runs them with -benchtime 1x, BenchmarkConcurrentCanaries once per N of
+// BENCH_SIZES in a process of its own (COALMINE_BENCH_SIZES=1,N): the heap one N leaves
+// behind would otherwise change the next N's per-canary figures. They report figures and
+// the targets to compare them with; they never fail on a timing (a wait that runs out of
+// time skips the rest of that sub-benchmark, says so in the table and keeps the sandbox's
+// logs). Environment:
 //
-//	COALMINE_BENCH_MAX          largest N of BenchmarkConcurrentCanaries (default 200; 1000 adds N=1000)
+//	COALMINE_BENCH_MAX          largest N of BenchmarkConcurrentCanaries run directly
+//	                            (default 200; 1000 adds N=1000)
 //	COALMINE_BENCH_SIZES        the N to run, comma-separated (say 1,1000), instead
 //	COALMINE_BENCH_APPLIES      applies of each kind per op of BenchmarkApplyOverhead (default 200)
 //	COALMINE_BENCH_PROFILE_DIR  write the CPU profile of each rollout and the heap profiles
