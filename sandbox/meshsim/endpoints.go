@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -42,33 +43,45 @@ func (m *mesh) setEndpoints(ctx context.Context, svcs []corev1.Service, pods []c
 	}
 }
 
-// confirmEmpty reads again, from live (uncached) when it can, the Pods of each namespace
-// where a call sends weight to a cluster with no Ready pod. The Pods and the routes come
+// confirmEmpty reads again, from live (uncached) when it can, the Pods of each Service
+// that a call gives weight but whose cluster has no Ready pod. The Pods and the routes come
 // from two informers, and the Pod one, the busier, can be behind: a route that gives a
 // just-readied canary its first weight then reached a cluster the cache still showed
 // empty, and the simulator answered 503s that no pod would have (found by make test in
 // CI: TestOperatorCommands/scenarios/Retry, one 503 in the window of a retried canary
 // failed every check of its first step). Envoy's emptiness must be the pods', not the
-// simulator's cache's. Without a live reader the cached view stands.
+// simulator's cache's. Only the Service's own pods are listed (by its selector): a
+// namespace of make bench holds hundreds. Without a live reader the cached view stands.
 func (s *Simulator) confirmEmpty(ctx context.Context, m *mesh, calls []call) {
 	if s.opts.LiveClient == nil {
 		return
 	}
-	var namespaces []string
+	empty := map[string]bool{}
 	for _, c := range calls {
 		for _, b := range c.split {
-			if b.weight > 0 && len(m.endpoints[b.tag]) == 0 && m.servicesIn[c.apex.namespace] != nil &&
-				!slices.Contains(namespaces, c.apex.namespace) {
-				namespaces = append(namespaces, c.apex.namespace)
+			if b.weight > 0 && len(m.endpoints[b.tag]) == 0 {
+				empty[b.tag] = true
 			}
 		}
 	}
-	for _, ns := range namespaces {
-		var pods corev1.PodList
-		if err := s.opts.LiveClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-			log.FromContext(ctx).V(1).Info("Keeping the cached pods: listing them live failed", "namespace", ns, "error", err.Error())
-			continue
+	if len(empty) == 0 {
+		return
+	}
+	for _, ns := range sortedKeys(m.servicesIn) {
+		svcs := m.servicesIn[ns]
+		for i := range svcs {
+			svc := &svcs[i]
+			if len(svc.Spec.Selector) == 0 || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool {
+				return empty[Tag(svc.Name, ns, p.Port)]
+			}) {
+				continue
+			}
+			var pods corev1.PodList
+			if err := s.opts.LiveClient.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+				log.FromContext(ctx).V(1).Info("Keeping the cached pods: listing them live failed", "service", klog.KObj(svc), "error", err.Error())
+				continue
+			}
+			m.setEndpoints(ctx, svcs[i:i+1], pods.Items)
 		}
-		m.setEndpoints(ctx, m.servicesIn[ns], pods.Items)
 	}
 }
