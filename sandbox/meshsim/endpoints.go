@@ -67,21 +67,17 @@ func (s *Simulator) confirmEmpty(ctx context.Context, m *mesh, calls []call) {
 	if len(empty) == 0 {
 		return
 	}
-	for _, ns := range sortedKeys(m.servicesIn) {
-		svcs := m.servicesIn[ns]
-		for i := range svcs {
-			svc := &svcs[i]
-			if len(svc.Spec.Selector) == 0 || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool {
-				return empty[Tag(svc.Name, ns, p.Port)]
-			}) {
-				continue
-			}
-			var pods corev1.PodList
-			if err := s.opts.LiveClient.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(svc.Spec.Selector)); err != nil {
-				log.FromContext(ctx).V(1).Info("Keeping the cached pods: listing them live failed", "service", klog.KObj(svc), "error", err.Error())
-				continue
-			}
-			m.setEndpoints(ctx, svcs[i:i+1], pods.Items)
+	for _, svc := range m.services {
+		if len(svc.Spec.Selector) == 0 || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool {
+			return empty[Tag(svc.Name, svc.Namespace, p.Port)]
+		}) {
+			continue
 		}
+		var pods corev1.PodList
+		if err := s.opts.LiveClient.List(ctx, &pods, client.InNamespace(svc.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+			log.FromContext(ctx).V(1).Info("Keeping the cached pods: listing them live failed", "service", klog.KObj(svc), "error", err.Error())
+			continue
+		}
+		m.setEndpoints(ctx, []corev1.Service{*svc}, pods.Items)
 	}
 }

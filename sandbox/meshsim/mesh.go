@@ -59,10 +59,9 @@ type endpoint struct {
 type mesh struct {
 	meshOf     map[string]string // namespace -> Kuma mesh
 	services   map[types.NamespacedName]*corev1.Service
-	endpoints  map[string][]endpoint       // tag -> Ready pods, by name
-	servicesIn map[string][]corev1.Service // namespace -> its Services, as listed
-	candidates []serviceRef                // ports of Services that may be apexes, by tag
-	loadTested []loadTest                  // Services the load tester calls directly, by tag
+	endpoints  map[string][]endpoint // tag -> Ready pods, by name
+	candidates []serviceRef          // ports of Services that may be apexes, by tag
+	loadTested []loadTest            // Services the load tester calls directly, by tag
 
 	meshHTTPRoutes []meshHTTPRoute // by namespace/name
 	trafficRoutes  []trafficRoute  // by name
@@ -87,9 +86,8 @@ func (c call) key() string { return c.caller.name + "|" + c.apex.tag }
 
 func (s *Simulator) readMesh(ctx context.Context) (*mesh, error) {
 	m := &mesh{
-		services:   map[types.NamespacedName]*corev1.Service{},
-		endpoints:  map[string][]endpoint{},
-		servicesIn: map[string][]corev1.Service{},
+		services:  map[types.NamespacedName]*corev1.Service{},
+		endpoints: map[string][]endpoint{},
 	}
 	var err error
 	if m.meshOf, err = s.readNamespaces(ctx); err != nil {
@@ -177,7 +175,6 @@ func (m *mesh) addNamespace(ctx context.Context, ns string, svcs []corev1.Servic
 	for i := range svcs {
 		names[svcs[i].Name] = true
 	}
-	m.servicesIn[ns] = svcs
 	m.setEndpoints(ctx, svcs, pods)
 	for i := range svcs {
 		svc := &svcs[i]

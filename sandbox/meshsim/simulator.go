@@ -63,8 +63,8 @@ type Options struct {
 	// RouteClient reads TrafficRoutes, and MeshHTTPRoutes besides Client: in multi-zone the
 	// routes live on the Global control plane's cluster. Nil means Client.
 	RouteClient client.Reader
-	// LiveClient, when set, reads a namespace's Pods past any cache when a cluster given
-	// weight has no Ready pod in Client's view (confirmEmpty). Start sets it from Config
+	// LiveClient, when set, reads a Service's Pods past any cache when its cluster has
+	// weight but no Ready pod in Client's view (confirmEmpty). Start sets it from Config
 	// when it builds Client's cache.
 	LiveClient client.Reader
 
