@@ -138,11 +138,13 @@ func eachMember(obj []byte, fn func(key, val []byte)) error {
 }
 
 func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+	for i < len(b) && isSpace(b[i]) {
 		i++
 	}
 	return i
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
 
 // valueEnd is the index just past the JSON value that starts at b[i].
 func valueEnd(b []byte, i int) (int, error) {
@@ -182,7 +184,7 @@ func valueEnd(b []byte, i int) (int, error) {
 		return 0, errNotObject
 	default: // number, true, false, null
 		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\t' && b[j] != '\r' {
+		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && !isSpace(b[j]) {
 			j++
 		}
 		if j == i {

@@ -140,6 +140,8 @@ func (x *pass) setReady() {
 // decoding whole Canaries (spec, managedFields) made it its most expensive one.
 func (x *pass) writeStatus(ctx context.Context) error {
 	x.status.ObservedGeneration = x.canary.Generation
+	// The cheap check first (no encoding); statusPatch then also finds statuses that
+	// differ in memory but encode alike.
 	if equality.Semantic.DeepEqual(*x.status, x.canary.Status) {
 		return nil
 	}
