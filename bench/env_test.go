@@ -293,11 +293,9 @@ func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsa
 	if err != nil {
 		return u, err
 	}
-	var ports [3]int
-	for i := range ports {
-		if ports[i], err = demo.FreePort(); err != nil {
-			return u, err
-		}
+	ports, err := demo.FreePorts(3)
+	if err != nil {
+		return u, err
 	}
 	logPath := filepath.Join(e.sb.Dir, "coalmine-standalone.log")
 	logFile, err := os.Create(logPath)
@@ -320,8 +318,11 @@ func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsa
 	if err := cmd.Start(); err != nil {
 		return u, fmt.Errorf("start coalmine: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once the process is gone, so both the wait for readiness and the
+	// deferred stop can see it (a value sent once would be taken by the first of them).
+	var exitErr error
+	exited := make(chan struct{})
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -339,8 +340,8 @@ func (e *env) measureStandalone(ctx context.Context, root string) (standaloneUsa
 	var last error
 	for {
 		select {
-		case err := <-exited:
-			return u, fmt.Errorf("coalmine exited: %v; log ends:\n%s", err, logTail(logPath))
+		case <-exited:
+			return u, fmt.Errorf("coalmine exited: %v; log ends:\n%s", exitErr, logTail(logPath))
 		case <-ctx.Done():
 			return u, fmt.Errorf("coalmine not ready: %w (%v)", ctx.Err(), last)
 		case <-time.After(200 * time.Millisecond):

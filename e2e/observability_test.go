@@ -31,15 +31,11 @@ const coalmineJob = "coalmine"
 type observabilityAddrs struct{ metrics, web string }
 
 var coalmineAddrs = sync.OnceValues(func() (observabilityAddrs, error) {
-	m, err := demo.FreePort()
+	p, err := demo.FreePorts(2)
 	if err != nil {
 		return observabilityAddrs{}, err
 	}
-	w, err := demo.FreePort()
-	if err != nil {
-		return observabilityAddrs{}, err
-	}
-	return observabilityAddrs{metrics: "127.0.0.1:" + strconv.Itoa(m), web: "127.0.0.1:" + strconv.Itoa(w)}, nil
+	return observabilityAddrs{metrics: "127.0.0.1:" + strconv.Itoa(p[0]), web: "127.0.0.1:" + strconv.Itoa(p[1])}, nil
 })
 
 // withObservability is the shared coalmine's options: /metrics and the web view on.

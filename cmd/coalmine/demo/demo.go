@@ -269,15 +269,11 @@ func sayVerdict(ctx context.Context, rel releaser, promoted bool, out *Outcome, 
 
 // freeAddrs are two loopback addresses for coalmine's /metrics and its web view.
 func freeAddrs() (metrics, web string, err error) {
-	m, err := FreePort()
+	p, err := FreePorts(2)
 	if err != nil {
 		return "", "", err
 	}
-	w, err := FreePort()
-	if err != nil {
-		return "", "", err
-	}
-	return "127.0.0.1:" + strconv.Itoa(m), "127.0.0.1:" + strconv.Itoa(w), nil
+	return "127.0.0.1:" + strconv.Itoa(p[0]), "127.0.0.1:" + strconv.Itoa(p[1]), nil
 }
 
 func isTerminal(f *os.File) bool {

@@ -237,6 +237,22 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreePorts picks n distinct free loopback ports. Each listener stays open until all are
+// picked: FreePort called n times in a row can answer the same port twice, since the
+// kernel may hand a port just closed to the next request.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 func decodeAll(data []byte) ([]client.Object, error) {
 	var out []client.Object
 	for _, doc := range splitYAML(data) {

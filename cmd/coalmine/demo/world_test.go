@@ -44,3 +44,17 @@ func TestDescribeParts(t *testing.T) {
 		})
 	}
 }
+
+func TestFreePortsAreDistinct(t *testing.T) {
+	ports, err := FreePorts(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Fatalf("port %d picked twice in %v", p, ports)
+		}
+		seen[p] = true
+	}
+}
