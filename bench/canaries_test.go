@@ -151,6 +151,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		b.Logf("measuring anyway: %v", err)
 	}
 	mem0 := measureMemory()
+	saveHeapDump(fmt.Sprintf("heapdump-before-apps-n%d", n))
 	saveHeapProfile(fmt.Sprintf("heap-before-apps-n%d.pprof", n))
 	api0 := e.api.snapshot()
 
@@ -178,6 +179,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	}
 	r.initWrites = float64(e.api.snapshot().minus(api0).tally(ns).writes) / float64(n)
 	mem1 := measureMemory()
+	saveHeapDump(fmt.Sprintf("heapdump-initialized-n%d", n))
 	saveHeapProfile(fmt.Sprintf("heap-initialized-n%d.pprof", n))
 
 	var (

@@ -19,6 +19,9 @@
 //	                            rollouts there, for go tool pprof (one heap sample per 16 KiB)
 //	COALMINE_BENCH_MEMPROFILERATE  with a profile dir, one heap sample per this many bytes
 //	                            instead (1: every allocation, exact but slow; try N=100)
+//	COALMINE_BENCH_HEAPDUMP     with a profile dir, also a runtime heap dump before the apps
+//	                            and after initialization: go run ./bench/heaproom tells the
+//	                            spans' free room (HeapInuse - HeapAlloc) by size class
 //	COALMINE_BENCH_PEER         run BenchmarkPeer (make bench-peer sets it): Flagger v1.36.1
 //	                            and coalmine on the same N apps and Canary, side by side;
 //	                            its N come from COALMINE_BENCH_SIZES (default 1,50,200)
