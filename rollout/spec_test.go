@@ -16,7 +16,7 @@ import (
 func TestLoopReportsInvalidSpec(t *testing.T) {
 	c := seedCanary()
 	c.Spec.Analysis.Mirror = true
-	c.Spec.Service.Retries = &v1beta1.HTTPRetry{Attempts: 3}
+	c.Spec.Service.OtherProviderRouting = &v1beta1.OtherProviderRouting{Retries: &v1beta1.HTTPRetry{Attempts: 3}}
 	e := newEnv(t, c, targetDeployment())
 	e.settle()
 
@@ -46,7 +46,7 @@ func TestLoopReportsInvalidSpec(t *testing.T) {
 	}
 
 	got.Spec.Analysis.Mirror = false
-	got.Spec.Service.Retries = nil
+	got.Spec.Service.OtherProviderRouting = nil
 	if err := e.base.Update(t.Context(), got); err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,12 @@ type CanarySpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
+	// RevertOnDeletion is Flagger's flag to give the target back when the Canary is
+	// deleted. Coalmine always does (its finalizer unpauses the Deployment and routes all
+	// traffic to it), so true and false behave as Flagger's true.
+	// +optional
+	RevertOnDeletion bool `json:"revertOnDeletion,omitempty"`
+
 	// Analysis is the schedule, steps and metrics of a rollout.
 	// +optional
 	Analysis *CanaryAnalysis `json:"analysis,omitempty"`
@@ -47,6 +53,23 @@ type CanarySpec struct {
 	// +optional
 	AutoscalerRef *AutoscalerReference `json:"autoscalerRef,omitempty"`
 
+	// OtherProviderRefs are Flagger's references for other providers, kept so that they
+	// are refused by name. A pointer, so that a Canary without them (every Canary that
+	// passes validation) carries 8 bytes for them, not 32: each pass copies the Canary.
+	*OtherProviderRefs `json:",inline"`
+
+	// CanaryReplicas (coalmine extension) runs the canary Deployment on fewer replicas than
+	// the target: a number (3) or a percentage of the target's replicas ("25%", rounded
+	// up), at least 1. Unset, the canary has as many replicas as the target. With fewer
+	// canary pods each carries a larger share of the traffic at a given weight.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	CanaryReplicas *intstr.IntOrString `json:"canaryReplicas,omitempty"`
+}
+
+// OtherProviderRefs are the Canary's references for Flagger's other providers; each is
+// refused with what to do on Kuma instead.
+type OtherProviderRefs struct {
 	// IngressRef is Flagger's NGINX ingress reference; refused (coalmine splits traffic
 	// inside the Kuma mesh).
 	// +optional
@@ -63,20 +86,6 @@ type CanarySpec struct {
 	// CanaryAnalysis is Flagger's deprecated name of analysis; refused (rename it).
 	// +optional
 	CanaryAnalysis *runtime.RawExtension `json:"canaryAnalysis,omitempty"`
-
-	// RevertOnDeletion is Flagger's flag to give the target back when the Canary is
-	// deleted. Coalmine always does (its finalizer unpauses the Deployment and routes all
-	// traffic to it), so true and false behave as Flagger's true.
-	// +optional
-	RevertOnDeletion bool `json:"revertOnDeletion,omitempty"`
-
-	// CanaryReplicas (coalmine extension) runs the canary Deployment on fewer replicas than
-	// the target: a number (3) or a percentage of the target's replicas ("25%", rounded
-	// up), at least 1. Unset, the canary has as many replicas as the target. With fewer
-	// canary pods each carries a larger share of the traffic at a given weight.
-	// +optional
-	// +kubebuilder:validation:XIntOrString
-	CanaryReplicas *intstr.IntOrString `json:"canaryReplicas,omitempty"`
 }
 
 // LocalObjectReference names an object in the Canary's namespace.
@@ -105,6 +114,13 @@ type CanaryService struct {
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port"`
 
+	// PortDiscovery adds every other container port of the target's pod template to the
+	// three Services (named after the container port, else tcp-<container>-<index>), as
+	// Flagger does. Only the port of spec.service is split by the route: the others reach
+	// the pods each Service selects.
+	// +optional
+	PortDiscovery bool `json:"portDiscovery,omitempty"`
+
 	// TargetPort is the container port, by name or number; defaults to Port.
 	// +optional
 	TargetPort intstr.IntOrString `json:"targetPort,omitempty"`
@@ -129,13 +145,6 @@ type CanaryService struct {
 	// +optional
 	Canary *CustomMetadata `json:"canary,omitempty"`
 
-	// PortDiscovery adds every other container port of the target's pod template to the
-	// three Services (named after the container port, else tcp-<container>-<index>), as
-	// Flagger does. Only the port of spec.service is split by the route: the others reach
-	// the pods each Service selects.
-	// +optional
-	PortDiscovery bool `json:"portDiscovery,omitempty"`
-
 	// TrafficDistribution is set on the three Services (Kubernetes' spec.trafficDistribution).
 	// +optional
 	TrafficDistribution string `json:"trafficDistribution,omitempty"`
@@ -144,10 +153,16 @@ type CanaryService struct {
 	// +optional
 	UnmanagedMetadata *UnmanagedMetadata `json:"unmanagedMetadata,omitempty"`
 
-	// The fields below are Flagger's for other providers (Istio, Gateway API, App Mesh,
-	// Contour, ...). They are declared so that they are kept, and refused by name with what
-	// to use on Kuma instead.
+	// OtherProviderRouting are Flagger's fields for other providers (Istio, Gateway API,
+	// App Mesh, Contour, ...), declared so that they are kept and refused by name with what
+	// to use on Kuma instead. A pointer: a Canary without them carries 8 bytes for them,
+	// not 248.
+	*OtherProviderRouting `json:",inline"`
+}
 
+// OtherProviderRouting are the Service fields of Flagger's other providers; each is
+// refused with what to use on Kuma instead.
+type OtherProviderRouting struct {
 	// Timeout of a request (Istio, Gateway API); refused.
 	// +optional
 	Timeout string `json:"timeout,omitempty"`
