@@ -193,7 +193,8 @@ func ValidateCanary(c *v1beta1.Canary) field.ErrorList {
 // the Kuma provider's (autoscalerRef, trafficDistribution) and of spec.canaryReplicas.
 func validateFlaggerExtras(spec *field.Path, c *v1beta1.Canary) field.ErrorList {
 	var errs field.ErrorList
-	if r := c.Spec.AutoscalerRef; r != nil {
+	if c.Spec.FlaggerRefs != nil && c.Spec.AutoscalerRef != nil {
+		r := c.Spec.AutoscalerRef
 		switch r.Kind {
 		case "", "HorizontalPodAutoscaler", "ScaledObject":
 		default:

@@ -34,11 +34,11 @@ var Refusals = []Refusal{
 		supported: []string{"apps/v1"}, value: func(c *Canary) string { return c.Spec.TargetRef.APIVersion }},
 	{Path: "spec.autoscalerRef.primaryScalerQueries", Why: "coalmine makes no -primary copy of the Deployment, so there is no primary autoscaler to configure: your autoscaler keeps scaling the Deployment itself; set its queries there and remove this",
 		set: func(c *Canary) bool {
-			return c.Spec.AutoscalerRef != nil && len(c.Spec.AutoscalerRef.PrimaryScalerQueries) > 0
+			return refs(c).AutoscalerRef != nil && len(refs(c).AutoscalerRef.PrimaryScalerQueries) > 0
 		}},
 	{Path: "spec.autoscalerRef.primaryScalerReplicas", Why: "coalmine makes no -primary copy of the Deployment, so there is no primary autoscaler to configure: set minReplicas/maxReplicas on your autoscaler itself and remove this",
 		set: func(c *Canary) bool {
-			return c.Spec.AutoscalerRef != nil && c.Spec.AutoscalerRef.PrimaryScalerReplicas != nil
+			return refs(c).AutoscalerRef != nil && refs(c).AutoscalerRef.PrimaryScalerReplicas != nil
 		}},
 	{Path: "spec.ingressRef", Why: "an NGINX ingress canary is Flagger's nginx provider; coalmine splits traffic inside the Kuma mesh at the apex Service, which splits an ingress's requests too when the ingress is in the mesh and calls the Service (NGINX: service-upstream); remove it",
 		set: func(c *Canary) bool { return refs(c).IngressRef != nil }},
@@ -111,7 +111,7 @@ func UnsupportedFields(c *Canary) field.ErrorList {
 // read only.
 var (
 	noRouting OtherProviderRouting
-	noRefs    OtherProviderRefs
+	noRefs    FlaggerRefs
 )
 
 // routing is c's Service fields of other providers, the zero value when it sets none.
@@ -123,8 +123,8 @@ func routing(c *Canary) *OtherProviderRouting {
 }
 
 // refs is c's references of other providers, the zero value when it sets none.
-func refs(c *Canary) *OtherProviderRefs {
-	if r := c.Spec.OtherProviderRefs; r != nil {
+func refs(c *Canary) *FlaggerRefs {
+	if r := c.Spec.FlaggerRefs; r != nil {
 		return r
 	}
 	return &noRefs
