@@ -55,7 +55,7 @@ func main() {
 			fail(err)
 		}
 	}
-	print(before, after)
+	report(before, after)
 }
 
 func fail(err error) {
@@ -63,9 +63,9 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// print writes one line per size class whose span bytes changed, largest room growth
+// report writes one line per size class whose span bytes changed, largest room growth
 // first, and the totals.
-func print(before, after map[int64]classUse) {
+func report(before, after map[int64]classUse) {
 	sizes := map[int64]bool{}
 	for s := range before {
 		sizes[s] = true
