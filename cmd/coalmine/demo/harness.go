@@ -229,12 +229,11 @@ func (in *Instance) Stop() error {
 
 // FreePort asks the kernel for an unused loopback port.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := FreePorts(1)
 	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p[0], nil
 }
 
 // FreePorts picks n distinct free loopback ports. Each listener stays open until all are
