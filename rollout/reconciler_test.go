@@ -64,8 +64,8 @@ func TestInitialize(t *testing.T) {
 			t.Errorf("condition %s not true: %+v", typ, c.Status.Conditions)
 		}
 	}
-	if meta.IsStatusConditionTrue(c.Status.Conditions, ConditionBareServices) {
-		t.Error("BareServices true without bare services")
+	if cond := meta.FindStatusCondition(c.Status.Conditions, ConditionBareServices); cond != nil {
+		t.Errorf("BareServices %+v without bare services, want none", cond)
 	}
 	if ev := e.eventsWith(ReasonInitialized); len(ev) != 1 || !strings.Contains(ev[0], "guarding Deployment alice through TrafficRoute ") {
 		t.Errorf("events %v, want one Initialized naming the target and the route", e.notes)
@@ -617,8 +617,8 @@ func TestServicesAdoptionAndBareServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.settle()
-	if meta.IsStatusConditionTrue(e.canary().Status.Conditions, ConditionBareServices) {
-		t.Error("BareServices still true after the bare Service went")
+	if cond := meta.FindStatusCondition(e.canary().Status.Conditions, ConditionBareServices); cond != nil {
+		t.Errorf("BareServices %+v after the bare Service went, want none", cond)
 	}
 }
 

@@ -203,8 +203,7 @@ func (x *pass) reportBareServices(ctx context.Context) error {
 		}
 	}
 	if len(bare) == 0 {
-		x.setCondition(conditionBareServices, metav1.ConditionFalse, "NoBareServices",
-			fmt.Sprintf("no other Service selects the pods of Deployment %s", x.target.Name))
+		x.removeCondition(conditionBareServices)
 		return nil
 	}
 	msg := fmt.Sprintf("Services %s select the pods of Deployment %s: their traffic bypasses the canary split; call Service %s instead and delete them",

@@ -27,8 +27,8 @@ const (
 	// Deployment, a router for the route kind, the Services, the namespace in the
 	// webhook's scope and no reconcile error.
 	ConditionReady = "Ready"
-	// ConditionBareServices is True when Services that coalmine does not own select the
-	// target's pods: traffic through them bypasses the split.
+	// ConditionBareServices is True while Services that coalmine does not own select the
+	// target's pods (traffic through them bypasses the split), and absent otherwise.
 	ConditionBareServices = "BareServices"
 
 	conditionPromoted     = ConditionPromoted

@@ -1,8 +1,12 @@
 package rollout
 
 import (
+	"errors"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/coalmine-dev/coalmine/api/v1beta1"
 )
@@ -35,5 +39,39 @@ func TestIntervalCountsFromTheRouteWrite(t *testing.T) {
 	}
 	if p := e.phase(); p != v1beta1.PhaseProgressing {
 		t.Errorf("phase %s", p)
+	}
+}
+
+// TestConditionsOfTroubleAreAbsentWhileAllIsWell: RouteSynced and BareServices are
+// there only while something is wrong (the route misses the weight; Services bypass the
+// split), as Reconciling and Stalled are. Each condition is written on every status write
+// and is listed again in the status's managedFields, so an always-present "all is well"
+// pair made every Canary ~0.6 KB larger for the apiserver to patch, store and send to
+// every watcher (make bench, N=200).
+func TestConditionsOfTroubleAreAbsentWhileAllIsWell(t *testing.T) {
+	e := newEnv(t, seedCanary(), targetDeployment())
+	e.settle()
+	e.ship("alice:2")
+	e.runUntil("weight 10", weightIs(10))
+	for _, typ := range []string{ConditionRouteSynced, ConditionBareServices} {
+		if cond := meta.FindStatusCondition(e.canary().Status.Conditions, typ); cond != nil {
+			t.Errorf("condition %+v while the route carries the weight and no Service bypasses the split, want none", cond)
+		}
+	}
+
+	e.router.err = errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+	e.clock.Step(seedCanary().AnalysisInterval())
+	for range 3 {
+		_ = e.reconcileMayFail()
+	}
+	if cond := meta.FindStatusCondition(e.canary().Status.Conditions, ConditionRouteSynced); cond == nil || cond.Status != metav1.ConditionFalse {
+		t.Fatalf("RouteSynced %+v while the route misses the weight, want False", cond)
+	}
+
+	e.router.err = nil
+	e.clock.Step(seedCanary().AnalysisInterval())
+	e.settle()
+	if cond := meta.FindStatusCondition(e.canary().Status.Conditions, ConditionRouteSynced); cond != nil {
+		t.Errorf("RouteSynced %+v once the route carries the weight again, want none", cond)
 	}
 }
