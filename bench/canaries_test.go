@@ -83,6 +83,9 @@ type canaryResult struct {
 
 	cpuMs, coalmineCPUms float64 // per canary per interval
 	profiled             bool
+	// apiserverCPUms is the sandbox kube-apiserver's CPU per canary per interval over
+	// the rollout (all clients' requests, coalmine's most of them); -1 if unread.
+	apiserverCPUms float64
 
 	api        apiTally // per canary per rollout (divided on print)
 	initWrites float64  // non-event writes per canary to initialize
@@ -185,6 +188,8 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	var (
 		durations             []time.Duration
 		cpu, coalmineCPU      time.Duration
+		apiCPU                time.Duration // the sandbox apiserver's
+		apiCPUUnread          bool
 		profiled              = true
 		apiRoll, processRoll  apiTally
 		promQueries           int64
@@ -216,6 +221,7 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		apiBefore, promBefore = e.api.snapshot(), e.prom.snapshot()
 		promMicros0 := e.prom.micros()[ns]
 		cpu0 := cpuTime()
+		apiCPU0, apiCPUErr := e.sb.APIServerCPU()
 		prof := startCPUProfile(fmt.Sprintf("rollout-n%d-%d", n, i))
 		loop0 := readLoopStats()
 		b.StartTimer()
@@ -242,6 +248,11 @@ func benchCanaries(b *testing.B, e *env, n int) {
 		c, _, ok := prof.finish()
 		profiled = profiled && ok
 		cpu += cpuTime() - cpu0
+		if t, err := e.sb.APIServerCPU(); err == nil && apiCPUErr == nil {
+			apiCPU += t - apiCPU0
+		} else {
+			apiCPUUnread = true
+		}
 		coalmineCPU += c
 		apiAfter, promAfter = e.api.snapshot(), e.prom.snapshot()
 		loop = addLoop(loop, readLoopStats().minus(loop0))
@@ -312,6 +323,10 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	r.liveHeapAfterPerCanary = kib(int64(mem2.heapAlloc)-int64(mem0.heapAlloc)) / float64(n)
 	r.cpuMs = ms(cpu) / intervals
 	r.coalmineCPUms = ms(coalmineCPU) / intervals
+	r.apiserverCPUms = -1
+	if !apiCPUUnread {
+		r.apiserverCPUms = ms(apiCPU) / intervals
+	}
 	r.profiled = profiled
 	r.api = apiRoll
 	r.processAPI = processRoll
@@ -344,6 +359,9 @@ func benchCanaries(b *testing.B, e *env, n int) {
 	b.ReportMetric(r.cpuMs, "cpu-ms/canary/interval")
 	if profiled {
 		b.ReportMetric(r.coalmineCPUms, "coalmine-cpu-ms/canary/interval")
+	}
+	if r.apiserverCPUms >= 0 {
+		b.ReportMetric(r.apiserverCPUms, "apiserver-cpu-ms/canary/interval")
 	}
 	b.ReportMetric(float64(apiRoll.gets)/perCanary, "gets/canary")
 	b.ReportMetric(float64(apiRoll.listsWatches)/perCanary, "lists+watches/canary")
@@ -477,6 +495,9 @@ func printCanaryTable(e *env) {
 		if r.profiled {
 			cpu += fmt.Sprintf(" (coalmine %.2f)", r.coalmineCPUms)
 		}
+		if r.apiserverCPUms >= 0 {
+			cpu += fmt.Sprintf(", apiserver %.2f", r.apiserverCPUms)
+		}
 		analysis := "-"
 		if oneAnalysis > 0 && r.analysisMax > 0 {
 			analysis = fmt.Sprintf("%.1fs, %.2fx", r.analysisMax.Seconds(), float64(r.analysisMax)/float64(oneAnalysis))
@@ -498,7 +519,8 @@ func printCanaryTable(e *env) {
 		fmt.Sprintf("<= %.0f", targetCPUmsPerCanary), "0 / 0 (cache)", fmt.Sprintf("<= %d", targetWritesPerRoll), "", ""})
 	writeTable(&s, rows)
 	fmt.Fprintf(&s, "\nper canary: heap/RSS = growth after all N are Initialized (GC'd, pages returned; at N=1 it is noise); CPU = getrusage of this process over the rollout / N / %d intervals,\n", steps)
-	fmt.Fprintf(&s, "(coalmine) = the part of a CPU profile on coalmine's goroutines (pprof label; excludes background GC); GET/LIST/writes = apiserver requests under coalmine's\n")
+	fmt.Fprintf(&s, "(coalmine) = the part of a CPU profile on coalmine's goroutines (pprof label; excludes background GC); apiserver = the sandbox kube-apiserver's CPU (/proc),\n")
+	fmt.Fprintf(&s, "all clients' requests over the same window / N / %d intervals; GET/LIST/writes = apiserver requests under coalmine's\n", steps)
 	fmt.Fprintf(&s, "identity naming the app namespace, from the image change to all Succeeded; Prom q/iv = queries through the counting proxy / N / %d;\n", steps)
 	fmt.Fprintf(&s, "analysis = first step to Promoting, from the Canaries' Events: the part the loop paces, without the waits for the cluster to run pods.\n")
 	for _, r := range results {

@@ -28,5 +28,7 @@
 //
 // The process running the benchmarks hosts coalmine (in-process, under its ServiceAccount)
 // and the benchmark's driver; the mesh traffic simulator runs in a child process so its
-// memory and CPU are not counted as coalmine's.
+// memory and CPU are not counted as coalmine's. The sandbox kube-apiserver's CPU over each
+// rollout is reported apart (apiserver-cpu-ms/canary/interval, read from /proc): the cost
+// of coalmine's requests to the cluster, which coalmine's own CPU does not show.
 package bench
