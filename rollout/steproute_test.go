@@ -44,10 +44,7 @@ func TestIntervalCountsFromTheRouteWrite(t *testing.T) {
 
 // TestConditionsOfTroubleAreAbsentWhileAllIsWell: RouteSynced and BareServices are
 // there only while something is wrong (the route misses the weight; Services bypass the
-// split), as Reconciling and Stalled are. Each condition is written on every status write
-// and is listed again in the status's managedFields, so an always-present "all is well"
-// pair made every Canary ~0.6 KB larger for the apiserver to patch, store and send to
-// every watcher (make bench, N=200).
+// split), as Reconciling and Stalled are; routeSynced says why.
 func TestConditionsOfTroubleAreAbsentWhileAllIsWell(t *testing.T) {
 	e := newEnv(t, seedCanary(), targetDeployment())
 	e.settle()
