@@ -52,20 +52,15 @@ func (m *mesh) setEndpoints(ctx context.Context, svcs []corev1.Service, pods []c
 // failed every check of its first step). Envoy's emptiness must be the pods', not the
 // simulator's cache's. Only the Service's own pods are listed (by its selector): a
 // namespace of make bench holds hundreds. Without a live reader the cached view stands.
-func (s *Simulator) confirmEmpty(ctx context.Context, m *mesh, calls []call) {
+// It reports whether a weighted cluster is still empty after a live read: the route that
+// weights it may be stale too (step reads it again).
+func (s *Simulator) confirmEmpty(ctx context.Context, m *mesh, calls []call) bool {
 	if s.opts.LiveClient == nil {
-		return
+		return false
 	}
-	empty := map[string]bool{}
-	for _, c := range calls {
-		for _, b := range c.split {
-			if b.weight > 0 && len(m.endpoints[b.tag]) == 0 {
-				empty[b.tag] = true
-			}
-		}
-	}
+	empty := emptyWeighted(m, calls)
 	if len(empty) == 0 {
-		return
+		return false
 	}
 	for _, svc := range m.services {
 		if len(svc.Spec.Selector) == 0 || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool {
@@ -80,4 +75,18 @@ func (s *Simulator) confirmEmpty(ctx context.Context, m *mesh, calls []call) {
 		}
 		m.setEndpoints(ctx, []corev1.Service{*svc}, pods.Items)
 	}
+	return len(emptyWeighted(m, calls)) > 0
+}
+
+// emptyWeighted is the set of clusters that a call gives weight but that have no Ready pod.
+func emptyWeighted(m *mesh, calls []call) map[string]bool {
+	empty := map[string]bool{}
+	for _, c := range calls {
+		for _, b := range c.split {
+			if b.weight > 0 && len(m.endpoints[b.tag]) == 0 {
+				empty[b.tag] = true
+			}
+		}
+	}
+	return empty
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,15 +108,31 @@ func (s *Simulator) readMesh(ctx context.Context) (*mesh, error) {
 	sort.Slice(m.candidates, func(i, j int) bool { return m.candidates[i].tag < m.candidates[j].tag })
 	sort.Slice(m.loadTested, func(i, j int) bool { return m.loadTested[i].ref.tag < m.loadTested[j].ref.tag })
 
-	mhr := s.readRoutes(ctx, s.meshHTTPRouteSources)
+	m.setRoutes(s.readRoutes(ctx, s.meshHTTPRouteSources), s.readRoutes(ctx, s.trafficRouteSources))
+	return m, nil
+}
+
+// rereadRoutesLive replaces m's routes by a live read of them (readRoutesLive); it reports
+// whether any was read live, so that the step plans its calls again.
+func (s *Simulator) rereadRoutesLive(ctx context.Context, m *mesh) bool {
+	mhr, liveMHR := s.readRoutesLive(ctx, s.meshHTTPRouteSources)
+	tr, liveTR := s.readRoutesLive(ctx, s.trafficRouteSources)
+	if !liveMHR && !liveTR {
+		return false
+	}
+	m.setRoutes(mhr, tr)
+	return true
+}
+
+// setRoutes parses the listed routes into m.
+func (m *mesh) setRoutes(mhr, tr []unstructured.Unstructured) {
+	m.meshHTTPRoutes, m.trafficRoutes = nil, nil
 	for i := range mhr {
 		m.meshHTTPRoutes = append(m.meshHTTPRoutes, parseMeshHTTPRoute(&mhr[i]))
 	}
-	tr := s.readRoutes(ctx, s.trafficRouteSources)
 	for i := range tr {
 		m.trafficRoutes = append(m.trafficRoutes, parseTrafficRoute(&tr[i]))
 	}
-	return m, nil
 }
 
 // readNamespaces returns the namespaces whose Services are called, with their mesh.

@@ -67,6 +67,11 @@ type Options struct {
 	// weight but no Ready pod in Client's view (confirmEmpty). Start sets it from Config
 	// when it builds Client's cache.
 	LiveClient client.Reader
+	// LiveRouteClient, when set, reads the routes of a separate route cluster (RouteClient
+	// or RouteConfig) past any cache when a weighted cluster is empty in LiveClient's read
+	// too: the cached route may predate that read. Start sets it from RouteConfig. Routes
+	// read from Client's cluster are read live by LiveClient.
+	LiveRouteClient client.Reader
 
 	// Config, when Client is nil, builds an informer cache for Namespaces, Services and
 	// Pods (restricted to Namespaces when set). RouteConfig, when RouteClient is nil, does
@@ -159,6 +164,13 @@ func Start(ctx context.Context, opts Options) (*Simulator, error) {
 				return nil, fmt.Errorf("start mesh simulator: route cluster: %w", err)
 			}
 			opts.RouteClient = c
+			if opts.LiveRouteClient == nil {
+				live, err := client.New(opts.RouteConfig, client.Options{Scheme: scheme})
+				if err != nil {
+					return nil, fmt.Errorf("start mesh simulator: route cluster: live client: %w", err)
+				}
+				opts.LiveRouteClient = live
+			}
 		} else {
 			opts.RouteClient = opts.Client
 		}
@@ -203,10 +215,10 @@ func newSimulator(opts Options, separateRoutes bool) *Simulator {
 	}
 	// TrafficRoutes live where the mesh control plane is (the Global CP in multi-zone);
 	// MeshHTTPRoutes may be owned by the zone, so both clusters are read for them.
-	s.trafficRouteSources = []*routeSource{{reader: opts.RouteClient, gvk: trafficRouteGVK}}
+	s.trafficRouteSources = []*routeSource{{reader: opts.RouteClient, gvk: trafficRouteGVK, routeCluster: separateRoutes}}
 	s.meshHTTPRouteSources = []*routeSource{{reader: opts.Client, gvk: meshHTTPRouteGVK}}
 	if separateRoutes {
-		s.meshHTTPRouteSources = append(s.meshHTTPRouteSources, &routeSource{reader: opts.RouteClient, gvk: meshHTTPRouteGVK})
+		s.meshHTTPRouteSources = append(s.meshHTTPRouteSources, &routeSource{reader: opts.RouteClient, gvk: meshHTTPRouteGVK, routeCluster: true})
 	}
 	return s
 }
@@ -285,7 +297,9 @@ func (s *Simulator) step(ctx context.Context) error {
 		return err
 	}
 	calls := m.plan()
-	s.confirmEmpty(readCtx, m, calls)
+	if s.confirmEmpty(readCtx, m, calls) && s.rereadRoutesLive(readCtx, m) {
+		calls = m.plan()
+	}
 	now := s.clock.Now()
 
 	s.mu.Lock()

@@ -674,29 +674,56 @@ func TestRouteReadFailureKeepsLastRoutes(t *testing.T) {
 
 // TestEmptyClusterIsConfirmedLive: a route's weight to a cluster the cache shows without a
 // Ready pod is sent to the pods a live read finds (the Pod informer can lag the route's);
-// a cluster empty live too answers 503s; without a live reader the cache decides.
+// a cluster empty live too answers 503s, unless the route, read live after the pods, has
+// moved the weight away (coalmine does so before it deletes a canary: the cached route
+// was the stale one); without a live reader the cache decides.
 func TestEmptyClusterIsConfirmedLive(t *testing.T) {
 	route := newTrafficRoute("alice.apps-a-mesh-a", apex, primary, 95, canary, 5)
+	movedAway := newTrafficRoute("alice.apps-a-mesh-a", apex, primary, 100, canary, 0)
 	tests := []struct {
-		name       string
-		live       *scenario // nil: no live reader
-		wantErrors uint64
+		name         string
+		live         *scenario // nil: no live reader
+		liveRoute    *unstructured.Unstructured
+		routeCluster bool // routes on a cluster of their own, read live by LiveRouteClient
+		wantRequests uint64
+		wantErrors   uint64
 	}{
-		{name: "Ready live: the canary's pod answers", live: &scenario{canaryReady: true}, wantErrors: 0},
-		{name: "empty live too: 503s", live: &scenario{canaryReady: false}, wantErrors: 25},
-		{name: "no live reader: the cache decides", live: nil, wantErrors: 25},
+		{name: "Ready live: the canary's pod answers", live: &scenario{canaryReady: true}, liveRoute: route, wantRequests: 25},
+		{name: "empty live too: 503s", live: &scenario{canaryReady: false}, liveRoute: route, wantRequests: 25, wantErrors: 25},
+		{name: "empty live, the live route moved the weight away: no 503", live: &scenario{canaryReady: false}, liveRoute: movedAway},
+		{name: "route cluster: empty live, its live route moved the weight away: no 503", live: &scenario{canaryReady: false}, liveRoute: movedAway, routeCluster: true},
+		{name: "route cluster without a live reader: its cached route decides", live: &scenario{canaryReady: false}, routeCluster: true, wantRequests: 25, wantErrors: 25},
+		{name: "no live reader: the cache decides", live: nil, wantRequests: 25, wantErrors: 25},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cached := newFakeClient(t, scenario{canaryReady: false}.objects(), []*unstructured.Unstructured{route}, nil)
-			s, clk := newTestSimulator(cached, nil)
+			objs := scenario{canaryReady: false}.objects()
+			var routeClient client.Reader
+			if tt.routeCluster {
+				routeClient = newFakeClient(t, nil, []*unstructured.Unstructured{route}, nil)
+			}
+			cached := newFakeClient(t, objs, []*unstructured.Unstructured{route}, nil)
+			if tt.routeCluster {
+				cached = newFakeClient(t, objs, nil, nil)
+			}
+			s, clk := newTestSimulator(cached, routeClient)
 			if tt.live != nil {
-				s.opts.LiveClient = newFakeClient(t, tt.live.objects(), nil, nil)
+				var liveRoutes []*unstructured.Unstructured
+				if tt.liveRoute != nil && !tt.routeCluster {
+					liveRoutes = append(liveRoutes, tt.liveRoute)
+				}
+				s.opts.LiveClient = newFakeClient(t, tt.live.objects(), liveRoutes, nil)
+				if tt.liveRoute != nil && tt.routeCluster {
+					s.opts.LiveRouteClient = newFakeClient(t, nil, []*unstructured.Unstructured{tt.liveRoute}, nil)
+				}
 			}
 			tick(t, s, clk, ticks)
 			got := s.Snapshot()[canary]
-			if got.Requests != 25 || got.Errors != tt.wantErrors {
-				t.Errorf("canary cluster %+v, want 25 requests and %d errors", got, tt.wantErrors)
+			if got.Requests != tt.wantRequests || got.Errors != tt.wantErrors {
+				t.Errorf("canary cluster %+v, want %d requests and %d errors", got, tt.wantRequests, tt.wantErrors)
+			}
+			if p := s.Snapshot()[primary]; p.Requests+got.Requests != 500 || p.Errors != 0 {
+				t.Errorf("primary cluster %+v beside the canary's %d requests, want 500 in all and no errors", p, got.Requests)
 			}
 		})
 	}
