@@ -49,6 +49,14 @@ type routeSource struct {
 	lastErr      string
 }
 
+// list lists the source's route kind through reader.
+func (src *routeSource) list(ctx context.Context, reader client.Reader) ([]unstructured.Unstructured, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(src.gvk.GroupVersion().WithKind(src.gvk.Kind + "List"))
+	err := reader.List(ctx, list)
+	return list.Items, err
+}
+
 // readRoutes lists a route kind from its sources, the first source winning on a name clash.
 // A missing CRD means no routes; a failed read keeps the routes of the last good one, so a
 // blip in the control-plane connection does not flip traffic back to the apex.
@@ -59,12 +67,10 @@ func (s *Simulator) readRoutes(ctx context.Context, sources []*routeSource) []un
 		if now.Before(src.absentUntil) {
 			continue
 		}
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(src.gvk.GroupVersion().WithKind(src.gvk.Kind + "List"))
-		err := src.reader.List(ctx, list)
+		items, err := src.list(ctx, src.reader)
 		switch {
 		case err == nil:
-			src.last, src.lastErr = list.Items, ""
+			src.last, src.lastErr = items, ""
 		case meta.IsNoMatchError(err) || apierrors.IsNotFound(err):
 			log.FromContext(ctx).V(1).Info("Route kind not served; assuming none", "kind", src.gvk.Kind)
 			src.absentUntil = now.Add(absentRetry)
@@ -100,12 +106,10 @@ func (s *Simulator) readRoutesLive(ctx context.Context, sources []*routeSource) 
 		}
 		items := src.last
 		if live != nil {
-			list := &unstructured.UnstructuredList{}
-			list.SetGroupVersionKind(src.gvk.GroupVersion().WithKind(src.gvk.Kind + "List"))
-			if err := live.List(ctx, list); err != nil {
+			if l, err := src.list(ctx, live); err != nil {
 				log.FromContext(ctx).V(1).Info("Keeping the cached routes: listing them live failed", "kind", src.gvk.Kind, "error", err.Error())
 			} else {
-				items, anyLive = list.Items, true
+				items, anyLive = l, true
 			}
 		}
 		lists = append(lists, items)
