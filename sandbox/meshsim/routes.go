@@ -88,11 +88,9 @@ func (s *Simulator) readRoutes(ctx context.Context, sources []*routeSource) []un
 // read found empty: the cached route was read before that live read, and coalmine moves
 // the weight away before it deletes a canary, so the route it left may already be gone.
 // Envoy gets routes and endpoints from one control plane; a stale route beside live pods
-// would answer 503s no data plane would (found by make test in CI at stop 26: an abort
-// deleted the canary while the cached route still gave it 5%; its two 503s stayed in the
-// metric window of the retried analysis and failed TestOperatorCommands/scenarios/Retry).
-// A source without a live reader, or whose live read fails, gives what the cached read
-// gave. It reports whether any source was live.
+// would answer 503s no data plane would (NOTES, "What the chaos run found", the Retry
+// flake). A source without a live reader, or whose live read fails, gives what the cached
+// read gave. It reports whether any source was live.
 func (s *Simulator) readRoutesLive(ctx context.Context, sources []*routeSource) ([]unstructured.Unstructured, bool) {
 	lists := make([][]unstructured.Unstructured, 0, len(sources))
 	anyLive := false
