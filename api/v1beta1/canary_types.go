@@ -588,16 +588,14 @@ type CanaryStatus struct {
 	// Message says why the phase is what it is, e.g. the metric that failed.
 	// +optional
 	Message string `json:"message,omitempty"`
-	// Metrics holds the last result of every metric. Atomic, as Ownership: the loop is
-	// its one writer and replaces it whole (a merge patch), so per-entry field ownership
-	// only made managedFields, and every status write the apiserver handles, larger.
+	// Metrics holds the last result of every metric.
 	// +optional
-	// +listType=atomic
+	// +listType=map
+	// +listMapKey=name
 	Metrics []MetricStatus `json:"metrics,omitempty"`
 	// Ownership is what this Canary acquired and must give back: finalize and renames act
 	// on exactly these objects. Empty until the Canary acquired its target.
 	// +optional
-	// +structType=atomic
 	Ownership *CanaryOwnership `json:"ownership,omitempty"`
 	// +optional
 	// +listType=map
