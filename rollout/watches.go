@@ -26,11 +26,9 @@ import (
 // round trips, and between events the loop requeues itself at the analysis interval, so
 // the watches pass on only what a pass must react to.
 
-// IndexServiceController indexes the Services no Canary controls under NoCanary: the
-// bare-Service check of every pass lists only those, not every Service of the namespace.
-// The Services a Canary controls are not indexed: nothing looks them up by Canary (a
-// pass Gets them by name), and an index value per Canary (two sets: the namespace's and
-// the cluster-wide one) was ~0.4 KiB of heap per canary (make bench).
+// IndexServiceController indexes Services by the Canary that controls them, or
+// NoCanary: the bare-Service check of every pass lists only the Services no Canary owns,
+// not every Service of the namespace.
 const IndexServiceController = "coalmine.dev/service-controller"
 
 // NoCanary is the IndexServiceController value of a Service no Canary controls.
@@ -39,8 +37,8 @@ const NoCanary = "-"
 // ServiceControllerIndex is the extractor of IndexServiceController; tests register it on
 // a fake client.
 func ServiceControllerIndex(obj client.Object) []string {
-	if controllingCanary(obj) != "" {
-		return nil
+	if name := controllingCanary(obj); name != "" {
+		return []string{name}
 	}
 	return []string{NoCanary}
 }

@@ -258,25 +258,3 @@ func TestOwnWriteArrivedPassesOnlyTheAwaitedWrite(t *testing.T) {
 		t.Error("passed a write no pass waits for any more")
 	}
 }
-
-func TestServiceIndexHoldsOnlyServicesNoCanaryControls(t *testing.T) {
-	owned := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "alice-primary", OwnerReferences: []metav1.OwnerReference{{
-		APIVersion: v1beta1.GroupVersion.String(), Kind: "Canary", Name: "alice", UID: "u1", Controller: ptr.To(true)}}}}
-	ownedByOther := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", OwnerReferences: []metav1.OwnerReference{{
-		APIVersion: "v1", Kind: "ConfigMap", Name: "x", UID: "u2", Controller: ptr.To(true)}}}}
-	for _, tc := range []struct {
-		name string
-		svc  *corev1.Service
-		want []string
-	}{
-		{"controlled by a Canary: not indexed", owned, nil},
-		{"controlled by something else: bare", ownedByOther, []string{NoCanary}},
-		{"controlled by nothing: bare", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "alice-direct"}}, []string{NoCanary}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := ServiceControllerIndex(tc.svc); !slices.Equal(got, tc.want) {
-				t.Errorf("ServiceControllerIndex(%s) = %v, want %v", tc.svc.Name, got, tc.want)
-			}
-		})
-	}
-}

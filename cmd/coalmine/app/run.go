@@ -99,8 +99,9 @@ func Run(ctx context.Context, o Options) error {
 		}),
 		Cache: cache.Options{
 			SyncPeriod: &o.SyncPeriod,
-			// managedFields dropped, small maps shared (cachetransform.go).
-			DefaultTransform: newCacheTransform(),
+			// Nothing coalmine does reads managedFields; they are often the largest part
+			// of a cached Deployment, Service or Canary.
+			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Client: client.Options{Cache: &client.CacheOptions{
 			// Every read comes from the cache. A pass must never act on a Canary or target
